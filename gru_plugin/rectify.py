@@ -1,0 +1,130 @@
+"""The GRU update rule in pure torch: no host, no Trainer, no distributed code.
+
+Every reduction (dot products, squared norms) runs per tensor in float32 and is summed
+in float64, so bf16/fp16 gradients never decide the sign test in low precision.
+Nothing is flattened or copied to the CPU: one host sync per call reads the three
+scalars that the strategy needs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+Coefficient = Callable[[float, float, float], float]
+"""``coef = f(dot, grad_sq, ref_sq)``; the rectified gradient is ``g - coef * r``."""
+
+
+@dataclass(frozen=True)
+class RectifyStats:
+    """What one rectification saw and did (pre-rectification unless named ``_after``)."""
+
+    dot: float
+    cos: float
+    coef: float
+    fired: bool
+    grad_norm: float
+    ref_norm: float
+    cos_after: float
+
+
+def project_coefficient(dot: float, grad_sq: float, ref_sq: float) -> float:
+    """The paper's rule: remove the conflicting component only when ⟨g, r⟩ < 0."""
+    if dot < 0.0 and ref_sq > 0.0:
+        return dot / ref_sq
+    return 0.0
+
+
+def _check_pair(grads: Sequence[torch.Tensor], reference: Sequence[torch.Tensor]):
+    if len(grads) != len(reference):
+        raise ValueError(
+            f"rectify_: {len(grads)} gradients but {len(reference)} reference tensors"
+        )
+    for index, (g, r) in enumerate(zip(grads, reference)):
+        if g.shape != r.shape:
+            raise ValueError(
+                f"rectify_: tensor {index} has shape {tuple(g.shape)} in grads but "
+                f"{tuple(r.shape)} in reference"
+            )
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.dot(a.reshape(-1).float(), b.reshape(-1).float()).double()
+
+
+def global_sums(
+    grads: Sequence[torch.Tensor], reference: Sequence[torch.Tensor]
+) -> tuple[float, float, float]:
+    """⟨g, r⟩, ‖g‖², ‖r‖² over all tensors, read with a single host sync."""
+    if not grads:
+        return 0.0, 0.0, 0.0
+    sums = torch.stack(
+        [
+            torch.stack([_dot(g, r), _dot(g, g), _dot(r, r)])
+            for g, r in zip(grads, reference)
+        ]
+    ).sum(dim=0)
+    dot, grad_sq, ref_sq = sums.tolist()
+    return dot, grad_sq, ref_sq
+
+
+def _cos(dot: float, a_sq: float, b_sq: float) -> float:
+    denominator = math.sqrt(a_sq) * math.sqrt(b_sq)
+    return dot / denominator if denominator > 0.0 else 0.0
+
+
+def rectify_(
+    grads: Sequence[torch.Tensor],
+    reference: Sequence[torch.Tensor],
+    coefficient: Coefficient = project_coefficient,
+) -> RectifyStats:
+    """Rectify ``grads`` in place against ``reference``: ``g ← g − coef·r``.
+
+    ``grads`` and ``reference`` are matching lists of tensors (one per parameter);
+    the coefficient is global, computed from the sums over all of them. With the
+    default ``coefficient`` this is the GRU projection: when ⟨g, r⟩ < 0 the
+    conflicting component is removed, otherwise ``grads`` is untouched. A zero or
+    non-finite reference leaves ``grads`` untouched.
+    """
+    _check_pair(grads, reference)
+    dot, grad_sq, ref_sq = global_sums(grads, reference)
+    finite = all(math.isfinite(x) for x in (dot, grad_sq, ref_sq))
+    coef = coefficient(dot, grad_sq, ref_sq) if finite else 0.0
+    if not math.isfinite(coef):
+        coef = 0.0
+    fired = coef != 0.0
+    if fired:
+        torch._foreach_add_(list(grads), list(reference), alpha=-coef)
+    dot_after = dot - coef * ref_sq
+    grad_sq_after = max(grad_sq - 2.0 * coef * dot + coef * coef * ref_sq, 0.0)
+    return RectifyStats(
+        dot=dot,
+        cos=_cos(dot, grad_sq, ref_sq),
+        coef=coef,
+        fired=fired,
+        grad_norm=math.sqrt(grad_sq) if finite else math.nan,
+        ref_norm=math.sqrt(ref_sq) if finite else math.nan,
+        cos_after=_cos(dot_after, grad_sq_after, ref_sq),
+    )
+
+
+def ema_update_(
+    ema: Sequence[torch.Tensor],
+    fresh: Sequence[torch.Tensor | None],
+    gamma: float,
+) -> None:
+    """``ema ← γ·fresh + (1−γ)·ema`` in place; γ weighs the fresh gradient.
+
+    A ``None`` in ``fresh`` is a zero gradient (a parameter the reference loss did
+    not reach), so that entry only decays.
+    """
+    present = [(e, f) for e, f in zip(ema, fresh) if f is not None]
+    missing = [e for e, f in zip(ema, fresh) if f is None]
+    if present:
+        targets, sources = zip(*present)
+        torch._foreach_lerp_(list(targets), list(sources), gamma)
+    if missing:
+        torch._foreach_mul_(missing, 1.0 - gamma)

@@ -26,7 +26,8 @@ def _hub_dataset_nodes(node, path: str = "") -> Iterator[tuple[str, DictConfig]]
             if key == "hydra" and not path:
                 continue
             child = node._get_node(key)
-            if isinstance(child, (DictConfig, ListConfig)) and not child._is_interpolation():
+            nested = isinstance(child, (DictConfig, ListConfig))
+            if nested and not child._is_interpolation():
                 yield from _hub_dataset_nodes(child, f"{path}.{key}" if path else key)
 
 

@@ -20,7 +20,7 @@ Coefficient = Callable[[float, float, float], float]
 
 @dataclass(frozen=True)
 class RectifyStats:
-    """What one rectification saw and did (pre-rectification unless named ``_after``)."""
+    """What one rectification saw and did; all but ``cos_after`` are taken before."""
 
     dot: float
     cos: float
@@ -43,7 +43,7 @@ def _check_pair(grads: Sequence[torch.Tensor], reference: Sequence[torch.Tensor]
         raise ValueError(
             f"rectify_: {len(grads)} gradients but {len(reference)} reference tensors"
         )
-    for index, (g, r) in enumerate(zip(grads, reference)):
+    for index, (g, r) in enumerate(zip(grads, reference, strict=True)):
         if g.shape != r.shape:
             raise ValueError(
                 f"rectify_: tensor {index} has shape {tuple(g.shape)} in grads but "
@@ -64,7 +64,7 @@ def global_sums(
     sums = torch.stack(
         [
             torch.stack([_dot(g, r), _dot(g, g), _dot(r, r)])
-            for g, r in zip(grads, reference)
+            for g, r in zip(grads, reference, strict=True)
         ]
     ).sum(dim=0)
     dot, grad_sq, ref_sq = sums.tolist()
@@ -121,10 +121,10 @@ def ema_update_(
     A ``None`` in ``fresh`` is a zero gradient (a parameter the reference loss did
     not reach), so that entry only decays.
     """
-    present = [(e, f) for e, f in zip(ema, fresh) if f is not None]
-    missing = [e for e, f in zip(ema, fresh) if f is None]
+    present = [(e, f) for e, f in zip(ema, fresh, strict=True) if f is not None]
+    missing = [e for e, f in zip(ema, fresh, strict=True) if f is None]
     if present:
-        targets, sources = zip(*present)
+        targets, sources = zip(*present, strict=True)
         torch._foreach_lerp_(list(targets), list(sources), gamma)
     if missing:
         torch._foreach_mul_(missing, 1.0 - gamma)

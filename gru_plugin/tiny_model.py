@@ -48,8 +48,14 @@ def iter_texts(data_dir: Path) -> Iterator[str]:
 
 def build_tokenizer(texts: list[str], vocab_size: int):
     """A byte-level BPE tokenizer with Llama-3's special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from tokenizers import trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE())

@@ -105,13 +105,13 @@ class GRUTrainerMixin:
         params = [p for p in self.model.parameters() if p.requires_grad]
         unlearning_grads = [p.grad for p in params]
         previous = self._gru_reference_grads or [None] * len(params)
-        for param, grad in zip(params, previous):
+        for param, grad in zip(params, previous, strict=True):
             param.grad = grad
         with self.compute_loss_context_manager():
             loss = self._reference_loss(model, retain)
         self.accelerator.backward(loss)
         self._gru_reference_grads = [p.grad for p in params]
-        for param, grad in zip(params, unlearning_grads):
+        for param, grad in zip(params, unlearning_grads, strict=True):
             param.grad = grad
         self._gru_pending = True
 
@@ -145,21 +145,24 @@ class GRUTrainerMixin:
 
     def _reference_for_trainable(self) -> list[torch.Tensor | None]:
         params = [p for p in self.model.parameters() if p.requires_grad]
-        by_param = {id(p): g for p, g in zip(params, self._gru_reference_grads)}
+        by_param = {
+            id(p): g for p, g in zip(params, self._gru_reference_grads, strict=True)
+        }
         return [by_param.get(id(p)) for p in self._gru_trainable]
 
     def _rectify(self) -> None:
         params = self._gru_trainable
         if self._gru_ema is None:
             self._gru_ema = [torch.zeros_like(p) for p in params]
-        ema_update_(self._gru_ema, self._reference_for_trainable(), self.gru_settings.gamma)
+        fresh = self._reference_for_trainable()
+        ema_update_(self._gru_ema, fresh, self.gru_settings.gamma)
         self._gru_reference_grads = None
         self._gru_pending = False
 
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         stats = rectify_(grads, self._gru_ema, self._gru_coefficient)
         if stats.fired:
-            for param, grad in zip(params, grads):
+            for param, grad in zip(params, grads, strict=True):
                 if param.grad is None:
                     param.grad = grad
         self.gru_history.append(stats)

@@ -1,0 +1,189 @@
+"""rectify_ against a float64 reference, on random and adversarial inputs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gru_plugin import RectifyStats, rectify_
+from gru_plugin.strategies import make_cosclip
+
+SHAPES = [(3, 4), (5,), (2, 2, 2)]
+
+
+def flat(tensors) -> torch.Tensor:
+    return torch.cat([t.reshape(-1).double() for t in tensors])
+
+
+def split(vector: torch.Tensor, dtype=torch.float32) -> list[torch.Tensor]:
+    out, start = [], 0
+    for shape in SHAPES:
+        size = math.prod(shape)
+        out.append(vector[start : start + size].reshape(shape).to(dtype).clone())
+        start += size
+    return out
+
+
+SIZE = sum(math.prod(s) for s in SHAPES)
+finite = st.floats(-1e3, 1e3, allow_nan=False, width=32)
+vectors = st.lists(finite, min_size=SIZE, max_size=SIZE).map(
+    lambda xs: torch.tensor(xs, dtype=torch.float64)
+)
+
+
+def reference_projection(g: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    dot = torch.dot(g, r)
+    if dot < 0 and torch.dot(r, r) > 0:
+        return g - dot / torch.dot(r, r) * r
+    return g
+
+
+@settings(max_examples=200, deadline=None)
+@given(vectors, vectors)
+def test_matches_float64_projection(g, r):
+    grads, reference = split(g), split(r)
+    stats = rectify_(grads, reference)
+    expected = reference_projection(flat(split(g)), flat(reference))
+    result = flat(grads)
+    scale = max(g.norm().item(), 1.0)
+    assert torch.allclose(result, expected, atol=1e-4 * scale, rtol=1e-4)
+    assert stats.fired == (torch.dot(flat(split(g)), flat(reference)) < 0).item() or (
+        not stats.fired and flat(reference).norm() == 0
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(vectors, vectors)
+def test_no_remaining_conflict(g, r):
+    grads, reference = split(g), split(r)
+    rectify_(grads, reference)
+    g2, rr = flat(grads), flat(reference)
+    assert (
+        torch.dot(g2, rr) >= -1e-6 * g2.norm() * rr.norm() - 1e-6 * g.norm() * rr.norm()
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(vectors, vectors, vectors)
+def test_closest_feasible_vector(g, r, other):
+    """KKT: no vector with ⟨x, r⟩ ≥ 0 is closer to g than the rectified one."""
+    g = g.float().double()
+    grads, reference = split(g), split(r)
+    rectify_(grads, reference)
+    rr = flat(reference)
+    candidate = other
+    if torch.dot(candidate, rr) < 0 and torch.dot(rr, rr) > 0:
+        candidate = candidate - torch.dot(candidate, rr) / torch.dot(rr, rr) * rr
+    mine = (flat(grads) - g).norm()
+    theirs = (candidate - g).norm()
+    assert mine <= theirs * (1 + 1e-4) + 1e-3
+
+
+def test_untouched_when_aligned():
+    g = [torch.ones(3, 4), torch.ones(5), torch.ones(2, 2, 2)]
+    before = [t.clone() for t in g]
+    stats = rectify_(g, [t * 2 for t in before])
+    assert not stats.fired and stats.coef == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(g, before, strict=True))
+    assert stats.cos == pytest.approx(1.0)
+
+
+def test_exactly_opposite_gives_zero():
+    r = split(torch.arange(SIZE, dtype=torch.float64) + 1)
+    g = [-2 * t for t in r]
+    stats = rectify_(g, r)
+    assert stats.fired and stats.coef == pytest.approx(-2.0)
+    assert flat(g).abs().max() < 1e-4
+    assert stats.cos == pytest.approx(-1.0)
+
+
+def test_zero_reference_is_a_no_op_not_nan():
+    g = split(torch.linspace(-1, 1, SIZE, dtype=torch.float64))
+    before = [t.clone() for t in g]
+    stats = rectify_(g, [torch.zeros_like(t) for t in g])
+    assert not stats.fired
+    assert all(torch.equal(a, b) for a, b in zip(g, before, strict=True))
+    assert all(math.isfinite(v) for v in (stats.dot, stats.cos, stats.coef))
+
+
+def test_zero_gradient():
+    g = [torch.zeros(s) for s in SHAPES]
+    stats = rectify_(g, split(torch.ones(SIZE, dtype=torch.float64)))
+    assert not stats.fired and stats.cos == 0.0
+
+
+def test_non_finite_reference_leaves_gradient_untouched():
+    g = split(-torch.ones(SIZE, dtype=torch.float64))
+    r = split(torch.ones(SIZE, dtype=torch.float64))
+    r[0][0, 0] = float("nan")
+    before = [t.clone() for t in g]
+    stats = rectify_(g, r)
+    assert not stats.fired
+    assert all(torch.equal(a, b) for a, b in zip(g, before, strict=True))
+
+
+def test_empty_lists():
+    stats = rectify_([], [])
+    assert stats == RectifyStats(0.0, 0.0, 0.0, False, 0.0, 0.0, 0.0)
+
+
+def test_shape_mismatch_is_named():
+    with pytest.raises(ValueError, match="tensor 1 has shape"):
+        rectify_([torch.ones(2), torch.ones(3)], [torch.ones(2), torch.ones(4)])
+    with pytest.raises(ValueError, match="2 gradients but 1 reference"):
+        rectify_([torch.ones(2), torch.ones(3)], [torch.ones(2)])
+
+
+def test_bf16_parameters_reduce_in_fp32():
+    """Large bf16 tensors: the sign test and coefficient come from fp32 sums."""
+    torch.manual_seed(0)
+    r32 = [torch.randn(4096), torch.randn(513)]
+    g32 = [-0.3 * t + 0.01 * torch.randn_like(t) for t in r32]
+    g16, r16 = [t.bfloat16() for t in g32], [t.bfloat16() for t in r32]
+    g_ref, rd = flat(g16), flat(r16)
+    stats = rectify_(g16, r16)
+    expected_coef = (torch.dot(g_ref, rd) / torch.dot(rd, rd)).item()
+    assert stats.fired and stats.coef == pytest.approx(expected_coef, rel=1e-5)
+    assert all(t.dtype == torch.bfloat16 for t in g16)
+    after = flat(g16)
+    # bf16 storage rounds the result; the remaining conflict is rounding-sized.
+    assert torch.dot(after, rd) >= -1e-2 * after.norm() * rd.norm()
+
+
+def test_cos_after_reports_the_result():
+    torch.manual_seed(1)
+    g = split(torch.randn(SIZE, dtype=torch.float64))
+    r = [-t.clone() + 0.1 for t in g]
+    stats = rectify_(g, r)
+    g2, rr = flat(g), flat(r)
+    measured = (torch.dot(g2, rr) / (g2.norm() * rr.norm())).item()
+    assert stats.cos_after == pytest.approx(measured, abs=1e-5)
+
+
+def test_cosclip_partial_projection():
+    """Above the bound cos-clip is the projection; below it only part is removed."""
+    coefficient = make_cosclip(-0.5)
+    r = split(torch.ones(SIZE, dtype=torch.float64))
+    g = [-t.clone() for t in r]
+    g[1] += 1.0  # cos ≈ -0.77 < -0.5
+    before = flat(g)
+    stats = rectify_(g, r, coefficient)
+    rr = flat(r)
+    expected = before.norm() * rr.norm() * (stats.cos + 0.5)  # ⟨ĝ,r⟩ = ‖g‖‖r‖(cos−c)
+    assert stats.fired and stats.cos < -0.5
+    assert torch.dot(flat(g), rr).item() == pytest.approx(expected.item(), rel=1e-5)
+
+    g = split(torch.ones(SIZE, dtype=torch.float64))
+    g[0], g[1] = -g[0], -g[1]  # cos = -9/25, above the bound
+    stats = rectify_(g, r, coefficient)
+    assert stats.fired and stats.cos == pytest.approx(-0.36)
+    assert torch.dot(flat(g), flat(r)).abs() < 1e-4
+
+
+def test_cosclip_bound_is_validated():
+    with pytest.raises(ValueError, match="strategy_args.c"):
+        make_cosclip(0.5)

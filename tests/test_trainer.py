@@ -1,0 +1,184 @@
+"""The GRU trainer mixin on a plain transformers Trainer (no host needed).
+
+A learning rate of 0 keeps the weights fixed, so the gradient the optimizer sees at
+every step can be recomputed independently in float64 from the recorded batches.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
+
+from gru_plugin.settings import GRUSettings
+from gru_plugin.trainer import gru_trainer_class
+
+SEQ = 6
+
+
+def tiny_model() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=32,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=32,
+    )
+    return LlamaForCausalLM(config)
+
+
+def sample(seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 4, (SEQ,), generator=g)  # similar texts: GA conflicts
+    return {"input_ids": ids, "attention_mask": torch.ones(SEQ), "labels": ids}
+
+
+class ForgetRetain(torch.utils.data.Dataset):
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return {"forget": sample(i), "retain": sample(1000 + i)}
+
+
+def collate(rows):
+    return {
+        part: {k: torch.stack([r[part][k] for r in rows]) for k in rows[0][part]}
+        for part in ("forget", "retain")
+    }
+
+
+class GradientAscent(Trainer):
+    """A minimal host-like method that records what it saw, per micro-batch."""
+
+    seen: list
+
+    def compute_loss(self, model, inputs, return_outputs=False):
+        self.seen.append((self.state.global_step, inputs))
+        return -model(**inputs["forget"]).loss
+
+
+def make_trainer(n, gas, epochs, gru, tmp_path, base=GradientAscent):
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=1,
+        gradient_accumulation_steps=gas,
+        num_train_epochs=epochs,
+        learning_rate=0.0,
+        optim="sgd",
+        max_grad_norm=0.0,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        remove_unused_columns=False,
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    cls = gru_trainer_class(base) if gru else base
+    kwargs = {"gru_settings": gru} if gru else {}
+    trainer = cls(
+        model=tiny_model(),
+        args=args,
+        train_dataset=ForgetRetain(n),
+        data_collator=collate,
+        **kwargs,
+    )
+    trainer.seen = []
+    captured = []
+    trainer.create_optimizer()
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+
+    def capture(optimizer, *_):
+        captured.append([p.grad.detach().double().clone() for p in params])
+
+    trainer.optimizer.register_step_pre_hook(capture)
+    return trainer, captured
+
+
+def grads_of(model, loss) -> torch.Tensor:
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, params)
+    return torch.cat([g.reshape(-1).double() for g in grads])
+
+
+def expected_steps(trainer, gas, gamma):
+    """Recompute every step's rectified gradient from the recorded micro-batches."""
+    model = trainer.model
+    by_step: dict[int, list] = {}
+    for step, inputs in trainer.seen:
+        by_step.setdefault(step, []).append(inputs)
+    r = None
+    out = []
+    for step in sorted(by_step):
+        g = sum(
+            grads_of(model, -model(**b["forget"]).loss) / gas for b in by_step[step]
+        )
+        f = sum(grads_of(model, model(**b["retain"]).loss) / gas for b in by_step[step])
+        r = gamma * f + (1 - gamma) * (r if r is not None else torch.zeros_like(f))
+        dot = torch.dot(g, r)
+        if dot < 0:
+            g = g - dot / torch.dot(r, r) * r
+        out.append(g)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("n", "gas", "epochs"),
+    [
+        (6, 2, 1),  # aligned
+        (5, 2, 2),  # the window spans the epoch end
+        (3, 4, 2),  # epoch shorter than the window: the forced epoch-end step
+    ],
+)
+def test_rectified_gradient_matches_float64_reference(n, gas, epochs, tmp_path, caplog):
+    settings = GRUSettings(gamma=0.8)
+    trainer, captured = make_trainer(n, gas, epochs, settings, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="gru_plugin.trainer"):
+        trainer.train()
+    assert "did not foresee" not in caplog.text
+    steps = trainer.state.global_step
+    assert len(captured) == steps == len(trainer.gru_history)
+    logged = [e for e in trainer.state.log_history if "gru/fired" in e]
+    assert len(logged) == steps
+    expected = expected_steps(trainer, gas, 0.8)
+    assert len(expected) == steps
+    for seen, want in zip(captured, expected, strict=True):
+        got = torch.cat([t.reshape(-1) for t in seen])
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert any(stats.fired for stats in trainer.gru_history)
+
+
+def test_disabled_is_the_base_method(tmp_path):
+    base, base_grads = make_trainer(5, 2, 1, None, tmp_path / "a")
+    base.train()
+    off, off_grads = make_trainer(5, 2, 1, GRUSettings(enabled=False), tmp_path / "b")
+    off.train()
+    assert off.gru_history == []
+    for a, b in zip(base_grads, off_grads, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_reference_host_needs_a_retain_loss(tmp_path):
+    with pytest.raises(ValueError, match="gru.reference=host.*compute_retain_loss"):
+        make_trainer(2, 1, 1, GRUSettings(reference="host"), tmp_path)
+
+
+def test_retain_stream_does_not_touch_the_unlearning_gradient(tmp_path):
+    """Swapping param.grad keeps g exactly the base method's (bit for bit)."""
+    never = GRUSettings(strategy="cosclip", strategy_args={"c": 0.0})
+    base, base_grads = make_trainer(4, 2, 1, None, tmp_path / "a")
+    base.train()
+    gru, gru_grads = make_trainer(4, 2, 1, never, tmp_path / "b")
+    gru.train()
+    assert not any(s.fired for s in gru.gru_history)
+    assert len(gru.gru_history) == len(gru_grads) == 2
+    for a, b in zip(base_grads, gru_grads, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))

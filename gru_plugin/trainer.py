@@ -63,9 +63,9 @@ class GRUTrainerMixin:
     # -- the optimizer -----------------------------------------------------------
 
     def create_optimizer(self):
-        optimizer = super().create_optimizer()
-        optimizer.register_step_pre_hook(self._gru_before_optimizer_step)
-        return optimizer
+        super().create_optimizer()  # RMU's override returns None: read the attribute
+        self.optimizer.register_step_pre_hook(self._gru_before_optimizer_step)
+        return self.optimizer
 
     @functools.cached_property
     def _gru_trainable(self) -> list[torch.nn.Parameter]:

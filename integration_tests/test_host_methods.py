@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import METHOD_OVERRIDES
+from host_runs import METHOD_OVERRIDES
 
 FIVE = ["GradAscent", "GradDiff", "NPO", "SimNPO", "RMU"]
 OTHERS = ["DPO", "UNDIAL", "WGA", "SatImp", "CEU", "PDU"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
-from conftest import HOST
+from host_runs import HOST
 from test_host_methods import assert_gru_run
 
 LAUNCHER = """

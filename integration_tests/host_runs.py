@@ -1,0 +1,100 @@
+"""Running the real open-unlearning host on a tiny model, offline, on CPU.
+
+The host comes from ``OPEN_UNLEARNING_ROOT`` (default ``~/open-unlearning``) and
+TOFU from ``GRU_TOFU_DATA`` (default ``../shared/data/tofu`` beside the repo).
+When either is missing every test here is skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HOST = Path(os.environ.get("OPEN_UNLEARNING_ROOT", "~/open-unlearning")).expanduser()
+TOFU = Path(os.environ.get("GRU_TOFU_DATA", REPO.parent / "shared" / "data" / "tofu"))
+
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+# The host's CPU necessities (see README): no bitsandbytes, no flash-attn, no GPU
+# warm-up division; plus a short run: forget01, 3 optimizer steps of 2 micro-batches.
+DEFAULT_EXPERIMENT = ["experiment=unlearn/tofu/default", "holdout_split=holdout01"]
+CPU_RUN = [
+    "model=Llama-3.2-1B-Instruct",
+    "model.model_args.attn_implementation=eager",
+    "model.model_args.torch_dtype=float32",
+    "trainer.args.bf16=false",
+    "trainer.args.bf16_full_eval=false",
+    "trainer.args.optim=adamw_torch",
+    "trainer.args.report_to=none",
+    "trainer.args.warmup_epochs=0",
+    "trainer.args.eval_on_start=false",
+    "trainer.args.eval_strategy=no",
+    "trainer.args.do_eval=false",
+    "trainer.args.per_device_train_batch_size=4",
+    "trainer.args.gradient_accumulation_steps=2",
+    "trainer.args.logging_steps=1",
+    "trainer.args.learning_rate=1e-3",
+    "+trainer.args.max_steps=3",
+    "forget_split=forget01",
+    "retain_split=retain99",
+]
+
+# Per-method settings the tiny model or the offline data need.
+METHOD_OVERRIDES = {
+    "RMU": ["trainer.method_args.module_regex=model\\.layers\\.2"],
+    "PDU": ["trainer.method_args.retain_loss_eps=0.1"],
+    "DPO": [
+        "experiment=unlearn/tofu/idk",
+        f"data.forget.TOFU_QA_forget_idk.args.idk_path={TOFU / 'idontknow.jsonl'}",
+    ],
+}
+
+
+GRU_UNLEARN = shutil.which("gru-unlearn") or str(
+    Path(sys.executable).with_name("gru-unlearn")
+)
+
+
+def has_experiment(overrides) -> bool:
+    return any(override.startswith("experiment=") for override in overrides)
+
+
+def host_missing_reason() -> str | None:
+    if not (HOST / "src" / "train.py").is_file():
+        return (
+            f"open-unlearning host not found at {HOST}: set OPEN_UNLEARNING_ROOT "
+            "to a checkout of locuslab/open-unlearning"
+        )
+    if not (TOFU / "forget01.json").is_file():
+        return f"TOFU data not found at {TOFU}: set GRU_TOFU_DATA"
+    return None
+
+
+@dataclass
+class Run:
+    """One finished host run: its folder and its Trainer log."""
+
+    out: Path
+
+    @property
+    def log_history(self) -> list[dict]:
+        return json.loads((self.out / "trainer_state.json").read_text())["log_history"]
+
+    @property
+    def gru_logs(self) -> list[dict]:
+        return [entry for entry in self.log_history if "gru/fired" in entry]
+
+    def weights(self):
+        from safetensors.torch import load_file
+
+        return load_file(self.out / "model.safetensors")

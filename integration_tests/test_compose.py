@@ -1,0 +1,112 @@
+"""``+gru=default`` and ``trainer=<M>_GRU`` compose with the host's experiments."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from host_runs import HOST
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from gru_plugin.host import build_gru_trainer, resolve_method
+
+EXPERIMENTS = ["unlearn/tofu/default", "unlearn/muse/default", "unlearn/wmdp/default"]
+FIVE = ["GradAscent", "GradDiff", "NPO", "SimNPO", "RMU"]
+
+
+@pytest.fixture(scope="module")
+def registry():
+    sys.path.insert(0, str(HOST / "src"))
+    try:
+        from trainer import TRAINER_REGISTRY
+    finally:
+        sys.path.remove(str(HOST / "src"))
+    return TRAINER_REGISTRY
+
+
+def composed(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(HOST / "configs"), version_base=None):
+        cfg = compose("unlearn.yaml", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def gru_of(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg.trainer.method_args.gru, resolve=True)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("name", FIVE)
+def test_plus_gru_composes(experiment, name, registry):
+    cfg = composed([f"experiment={experiment}", f"trainer={name}", "+gru=default"])
+    assert cfg.trainer.handler == "GRU"
+    gru = gru_of(cfg)
+    assert gru == {
+        "enabled": True,
+        "gamma": 0.8,
+        "reference": "nll",
+        "strategy": "project",
+        "strategy_args": {},
+        "method": name,
+    }
+    assert resolve_method(gru["method"], registry) is registry[name]
+    # the method's own arguments are untouched
+    host = composed([f"experiment={experiment}", f"trainer={name}"])
+    own = {k: v for k, v in cfg.trainer.method_args.items() if k != "gru"}
+    assert own == dict(host.trainer.get("method_args", {}))
+    assert cfg.trainer.args == host.trainer.args
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("name", FIVE)
+def test_variant_config_composes(experiment, name, registry):
+    cfg = composed([f"experiment={experiment}", f"trainer={name}_GRU", "gru.gamma=0.5"])
+    assert cfg.trainer.handler == "GRU"
+    gru = gru_of(cfg)
+    assert gru["gamma"] == 0.5 and gru["method"] == f"{name}_GRU"
+    assert resolve_method(gru["method"], registry) is registry[name]
+
+
+def test_experiment_default_trainer_is_wrapped(registry):
+    """The WMDP experiment selects RMU itself; +gru wraps that choice."""
+    cfg = composed(["experiment=unlearn/wmdp/default", "+gru=default"])
+    assert resolve_method(gru_of(cfg)["method"], registry) is registry["RMU"]
+
+
+def test_command_line_settings(registry):
+    cfg = composed(
+        [
+            "experiment=unlearn/tofu/default",
+            "trainer=NPO",
+            "+gru=default",
+            "gru.gamma=1.0",
+            "gru.reference=host",
+            "gru.strategy=cosclip",
+            "+gru.strategy_args.c=-0.3",
+            "gru.enabled=false",
+        ]
+    )
+    gru = gru_of(cfg)
+    assert (gru["gamma"], gru["reference"], gru["strategy"], gru["enabled"]) == (
+        1.0,
+        "host",
+        "cosclip",
+        False,
+    )
+    assert gru["strategy_args"] == {"c": -0.3}
+
+
+def test_unknown_method_is_named(registry, monkeypatch):
+    monkeypatch.setitem(sys.modules, "trainer", type(sys)("trainer"))
+    sys.modules["trainer"].TRAINER_REGISTRY = registry
+    with pytest.raises(ValueError, match="gru.method='Nope' is not a trainer"):
+        build_gru_trainer(gru={"method": "Nope"})
+
+
+def test_bad_setting_fails_before_any_model_is_built(registry, monkeypatch):
+    monkeypatch.setitem(sys.modules, "trainer", type(sys)("trainer"))
+    sys.modules["trainer"].TRAINER_REGISTRY = registry
+    with pytest.raises(ValueError, match="gru.gamma=2"):
+        build_gru_trainer(gru={"method": "NPO", "gamma": 2})

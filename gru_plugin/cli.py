@@ -29,6 +29,23 @@ def find_host(host: str | None) -> Path:
     return root
 
 
+def check_plugin_discovered() -> None:
+    """Fail loudly if Hydra would not see our plugin (``+gru`` would be a string)."""
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+    found = Plugins.instance().discover(SearchPathPlugin)
+    if not any(
+        plugin.__module__.startswith("hydra_plugins.gru_plugin") for plugin in found
+    ):
+        raise SystemExit(
+            "gru-unlearn: Hydra does not discover hydra_plugins.gru_plugin, so "
+            "+gru=default would be ignored. Install the package with a regular "
+            "'pip install gru-plugin' (not an editable install) and make sure no "
+            "'hydra_plugins/__init__.py' on sys.path shadows the namespace."
+        )
+
+
 def gru_unlearn(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="gru-unlearn", description=__doc__)
     parser.add_argument("--host", help="open-unlearning checkout")
@@ -36,6 +53,7 @@ def gru_unlearn(argv: list[str] | None = None) -> None:
     parser.add_argument("--config-name", default="unlearn.yaml")
     args, overrides = parser.parse_known_args(argv)
     root = find_host(args.host)
+    check_plugin_discovered()
     if args.data_dir:
         from gru_plugin.local_data import compose_local_data_overrides
 

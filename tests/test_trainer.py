@@ -66,7 +66,7 @@ class GradientAscent(Trainer):
         return -model(**inputs["forget"]).loss
 
 
-def make_trainer(n, gas, epochs, gru, tmp_path, base=GradientAscent):
+def make_trainer(n, gas, epochs, gru, tmp_path, base=GradientAscent, dtype=None):
     args = TrainingArguments(
         output_dir=str(tmp_path),
         per_device_train_batch_size=1,
@@ -85,7 +85,7 @@ def make_trainer(n, gas, epochs, gru, tmp_path, base=GradientAscent):
     cls = gru_trainer_class(base) if gru else base
     kwargs = {"gru_settings": gru} if gru else {}
     trainer = cls(
-        model=tiny_model(),
+        model=tiny_model().to(dtype or torch.float32),
         args=args,
         train_dataset=ForgetRetain(n),
         data_collator=collate,
@@ -182,3 +182,21 @@ def test_retain_stream_does_not_touch_the_unlearning_gradient(tmp_path):
     assert len(gru.gru_history) == len(gru_grads) == 2
     for a, b in zip(base_grads, gru_grads, strict=True):
         assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_bf16_parameters(tmp_path):
+    """bf16 weights: bf16 gradients and EMA, fp32/fp64 reductions, no NaN."""
+    trainer, captured = make_trainer(
+        4, 2, 1, GRUSettings(), tmp_path, dtype=torch.bfloat16
+    )
+    trainer.train()
+    assert all(t.dtype == torch.bfloat16 for t in trainer._gru_ema)
+    assert len(trainer.gru_history) == 2
+    for stats in trainer.gru_history:
+        assert all(
+            torch.isfinite(torch.tensor(v))
+            for v in (stats.dot, stats.cos, stats.coef, stats.cos_after)
+        )
+        if stats.fired:
+            assert stats.cos_after >= -1e-6
+    assert any(stats.fired for stats in trainer.gru_history)

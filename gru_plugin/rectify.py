@@ -109,22 +109,3 @@ def rectify_(
         ref_norm=math.sqrt(ref_sq) if finite else math.nan,
         cos_after=_cos(dot_after, grad_sq_after, ref_sq),
     )
-
-
-def ema_update_(
-    ema: Sequence[torch.Tensor],
-    fresh: Sequence[torch.Tensor | None],
-    gamma: float,
-) -> None:
-    """``ema ← γ·fresh + (1−γ)·ema`` in place; γ weighs the fresh gradient.
-
-    A ``None`` in ``fresh`` is a zero gradient (a parameter the reference loss did
-    not reach), so that entry only decays.
-    """
-    present = [(e, f) for e, f in zip(ema, fresh, strict=True) if f is not None]
-    missing = [e for e, f in zip(ema, fresh, strict=True) if f is None]
-    if present:
-        targets, sources = zip(*present, strict=True)
-        torch._foreach_lerp_(list(targets), list(sources), gamma)
-    if missing:
-        torch._foreach_mul_(missing, 1.0 - gamma)

@@ -17,7 +17,9 @@ class GRUSettings:
     ``reference`` is ``nll`` (mean token NLL on the retain batch, the paper's) or
     ``host`` (the method's own ``compute_retain_loss``); ``strategy`` names a
     registered rectification rule and ``strategy_args`` its options; ``method``
-    names the host trainer to wrap.
+    names the host trainer to wrap; ``fast_path`` reuses the method's own retain
+    backward as the reference where it is the same loss (false: always an extra
+    reference pass, for comparison).
     """
 
     method: str | None = None
@@ -26,10 +28,14 @@ class GRUSettings:
     reference: str = "nll"
     strategy: str = "project"
     strategy_args: Mapping[str, Any] = field(default_factory=dict)
+    fast_path: bool = True
 
     def __post_init__(self):
-        if not isinstance(self.enabled, bool):
-            raise ValueError(f"gru.enabled={self.enabled!r}: use true or false")
+        for name in ("enabled", "fast_path"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"gru.{name}={getattr(self, name)!r}: use true or false"
+                )
         if not isinstance(self.gamma, (int, float)) or not 0.0 < self.gamma <= 1.0:
             raise ValueError(
                 f"gru.gamma={self.gamma!r} must lie in (0, 1]: it weighs the fresh "

@@ -1,11 +1,20 @@
 """GRU as a mixin over any ``transformers.Trainer`` subclass (no host import).
 
-Data flow per micro-batch: the wrapped trainer's own ``training_step`` builds the
-unlearning gradient g in ``param.grad`` exactly as the base method does; then the
-reference loss on the same retain batch is back-propagated into a separate stream
-(``param.grad`` is swapped, not copied). At the Trainer's step boundary the
-reference stream enters the EMA r, g is rectified against r, and the Trainer's
-own clipping, optimizer and scheduler take over.
+Per micro-batch the wrapped trainer's own ``training_step`` builds the unlearning
+gradient g in ``param.grad`` exactly as the base method does. The reference
+gradient of the same retain batch never gets a buffer of its own: while it is
+back-propagated, a post-accumulate hook on each parameter folds that parameter's
+piece into the EMA r and frees it, so the only extra memory is r itself.
+
+Fast path: when the reference loss is the one the method computes anyway (its
+``compute_retain_loss`` is the mean NLL, or ``gru.reference=host``), the retain
+loss the method returns is cut from its graph. The method's backward then stops
+at the cut, the retain graph is traversed once by the reference backward, and
+that gradient is added into g with the weight the method's loss gave it. Otherwise
+an extra NLL forward+backward on the retain batch provides the reference.
+
+At the Trainer's step boundary g is rectified against r; the Trainer's clipping,
+optimizer and scheduler then take over.
 """
 
 from __future__ import annotations
@@ -17,13 +26,17 @@ from typing import Any
 import torch
 
 from gru_plugin.plugins import make_strategy
-from gru_plugin.rectify import RectifyStats, ema_update_, rectify_
+from gru_plugin.rectify import RectifyStats, rectify_
 from gru_plugin.settings import GRUSettings
 
 logger = logging.getLogger(__name__)
 
 
 def _retain_batch(inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+    if "retain" not in inputs:
+        raise ValueError(
+            "GRU needs a retain batch: the training data yields no 'retain' key"
+        )
     retain = inputs["retain"]
     return {key: retain[key] for key in ("input_ids", "attention_mask", "labels")}
 
@@ -38,17 +51,36 @@ class GRUTrainerMixin:
             gru_settings.strategy, dict(gru_settings.strategy_args)
         )
         self._check_gru_setup()
+        self.gru_fast_path = gru_settings.fast_path and self._host_retain_is_reference()
+        if gru_settings.enabled and not self.gru_fast_path:
+            logger.warning(
+                "GRU: not reusing %s's retain backward (gru.reference=%s, "
+                "gru.fast_path=%s); running an extra reference forward+backward on "
+                "each retain batch",
+                type(self).__name__,
+                gru_settings.reference,
+                gru_settings.fast_path,
+            )
         self._gru_ema: list[torch.Tensor] | None = None
-        self._gru_reference_grads: list[torch.Tensor | None] | None = None
-        self._gru_pending = False
+        self._gru_step_open = False
+        self._gru_captured: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.gru_history: list[RectifyStats] = []
+
+    def _host_has_retain_loss(self) -> bool:
+        return hasattr(super(), "compute_retain_loss")
+
+    def _host_retain_is_reference(self) -> bool:
+        """Whether the method's own retain loss is the configured reference."""
+        if not self._host_has_retain_loss():
+            return False
+        if self.gru_settings.reference == "host":
+            return True
+        return getattr(self, "retain_loss_type", None) == "NLL"
 
     def _check_gru_setup(self) -> None:
         """Fail before the first step for settings the run cannot honour."""
         name = type(self).__name__
-        if self.gru_settings.reference == "host" and not hasattr(
-            self, "compute_retain_loss"
-        ):
+        if self.gru_settings.reference == "host" and not self._host_has_retain_loss():
             raise ValueError(
                 f"gru.reference=host: {name} has no compute_retain_loss of its own; "
                 "use gru.reference=nll"
@@ -60,7 +92,7 @@ class GRUTrainerMixin:
                 "configure data.retain (e.g. retain_split=retain90)"
             )
 
-    # -- the optimizer -----------------------------------------------------------
+    # -- parameters and the optimizer ---------------------------------------------
 
     def create_optimizer(self):
         super().create_optimizer()  # RMU's override returns None: read the attribute
@@ -79,13 +111,47 @@ class GRUTrainerMixin:
                     params.append(param)
         return params
 
+    @functools.cached_property
+    def _gru_ema_by_param(self) -> dict[int, torch.Tensor]:
+        self._gru_ema = [torch.zeros_like(p) for p in self._gru_trainable]
+        return {
+            id(p): e for p, e in zip(self._gru_trainable, self._gru_ema, strict=True)
+        }
+
     # -- one micro-batch ---------------------------------------------------------
 
-    def training_step(self, model, inputs, *args, **kwargs):
-        loss = super().training_step(model, inputs, *args, **kwargs)
-        if not self.gru_settings.enabled:
+    def compute_retain_loss(self, model, retain_inputs):
+        """The method's retain loss, cut from its graph while the fast path runs."""
+        loss = super().compute_retain_loss(model=model, retain_inputs=retain_inputs)
+        if self._gru_captured is None:
             return loss
-        self._accumulate_reference(model, inputs)
+        cut = loss.detach().requires_grad_()
+        self._gru_captured.append((loss, cut))
+        return cut
+
+    def training_step(self, model, inputs, *args, **kwargs):
+        if not self.gru_settings.enabled:
+            return super().training_step(model, inputs, *args, **kwargs)
+        self._open_step()
+        if self.gru_fast_path:
+            self._gru_captured = []
+            try:
+                loss = super().training_step(model, inputs, *args, **kwargs)
+            finally:
+                captured, self._gru_captured = self._gru_captured, None
+            if not captured:
+                raise RuntimeError(
+                    f"GRU: {type(self).__name__}.compute_loss did not call "
+                    "compute_retain_loss; set gru.fast_path=false"
+                )
+            for index, (retain_loss, cut) in enumerate(captured):
+                self._backward_reference(retain_loss, index == 0, cut.grad)
+        else:
+            loss = super().training_step(model, inputs, *args, **kwargs)
+            retain = self._prepare_inputs(_retain_batch(inputs))
+            with self.compute_loss_context_manager():
+                retain_loss = self._reference_loss(model, retain)
+            self._backward_reference(retain_loss, True, None)
         if self._at_step_boundary():
             self._rectify()
         return loss
@@ -95,25 +161,53 @@ class GRUTrainerMixin:
             return self.compute_retain_loss(model=model, retain_inputs=retain)
         return model(**retain).loss
 
-    def _accumulate_reference(self, model, inputs) -> None:
-        """Back-propagate the reference loss into its own gradient stream."""
-        if "retain" not in inputs:
-            raise ValueError(
-                "GRU needs a retain batch: the training data yields no 'retain' key"
-            )
-        retain = self._prepare_inputs(_retain_batch(inputs))
+    def _open_step(self) -> None:
+        """At a step's first micro-batch, decay the EMA: r ← (1−γ)·r."""
+        if not self._gru_step_open:
+            ema = list(self._gru_ema_by_param.values())
+            torch._foreach_mul_(ema, 1.0 - self.gru_settings.gamma)
+            self._gru_step_open = True
+
+    def _backward_reference(
+        self,
+        retain_loss: torch.Tensor,
+        into_ema: bool,
+        weight_in_loss: torch.Tensor | None,
+    ) -> None:
+        """Back-propagate a retain loss once, consuming its gradient per parameter.
+
+        Each parameter's piece t is added to the EMA as γ·t/GAS (the step's mean,
+        as the Trainer accumulates) and, on the fast path, to g as
+        ``weight_in_loss``·t; then it is freed. g stays in ``param.grad``.
+        """
         params = [p for p in self.model.parameters() if p.requires_grad]
-        unlearning_grads = [p.grad for p in params]
-        previous = self._gru_reference_grads or [None] * len(params)
-        for param, grad in zip(params, previous, strict=True):
-            param.grad = grad
-        with self.compute_loss_context_manager():
-            loss = self._reference_loss(model, retain)
-        self.accelerator.backward(loss)
-        self._gru_reference_grads = [p.grad for p in params]
-        for param, grad in zip(params, unlearning_grads, strict=True):
-            param.grad = grad
-        self._gru_pending = True
+        unlearning = {id(p): p.grad for p in params}
+        ema = self._gru_ema_by_param if into_ema else {}
+        ema_weight = self.gru_settings.gamma / self.args.gradient_accumulation_steps
+
+        def consume(param: torch.Tensor) -> None:
+            piece = param.grad
+            target = ema.get(id(param))
+            if target is not None:
+                target.add_(piece, alpha=ema_weight)
+            if weight_in_loss is not None:
+                grad = unlearning[id(param)]
+                if grad is None:
+                    unlearning[id(param)] = (piece * weight_in_loss).to(piece.dtype)
+                else:
+                    grad.addcmul_(piece, weight_in_loss)
+            param.grad = None
+
+        for param in params:
+            param.grad = None
+        handles = [p.register_post_accumulate_grad_hook(consume) for p in params]
+        try:
+            retain_loss.backward()
+        finally:
+            for handle in handles:
+                handle.remove()
+            for param in params:
+                param.grad = unlearning[id(param)]
 
     def _at_step_boundary(self) -> bool:
         """The Trainer's own boundary, read from accelerate's gradient state.
@@ -136,29 +230,16 @@ class GRUTrainerMixin:
 
     def _gru_before_optimizer_step(self, optimizer, args, kwargs) -> None:
         """Safety net: never let the optimizer step on an unrectified gradient."""
-        if self._gru_pending:
+        if self._gru_step_open:
             logger.warning(
                 "GRU: the optimizer stepped at a boundary GRU did not foresee; "
                 "rectified now, after any gradient clipping"
             )
             self._rectify()
 
-    def _reference_for_trainable(self) -> list[torch.Tensor | None]:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        by_param = {
-            id(p): g for p, g in zip(params, self._gru_reference_grads, strict=True)
-        }
-        return [by_param.get(id(p)) for p in self._gru_trainable]
-
     def _rectify(self) -> None:
+        self._gru_step_open = False
         params = self._gru_trainable
-        if self._gru_ema is None:
-            self._gru_ema = [torch.zeros_like(p) for p in params]
-        fresh = self._reference_for_trainable()
-        ema_update_(self._gru_ema, fresh, self.gru_settings.gamma)
-        self._gru_reference_grads = None
-        self._gru_pending = False
-
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         stats = rectify_(grads, self._gru_ema, self._gru_coefficient)
         if stats.fired:

@@ -68,7 +68,7 @@ def run_host(tiny_model, tmp_path_factory):
         assert done.returncode == 0, (
             f"host run failed ({' '.join(overrides)}):\n{done.stderr[-2500:]}"
         )
-        cache[key] = Run(out)
+        cache[key] = Run(out, done.stdout + done.stderr)
         return cache[key]
 
     return run

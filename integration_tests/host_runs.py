@@ -82,9 +82,10 @@ def host_missing_reason() -> str | None:
 
 @dataclass
 class Run:
-    """One finished host run: its folder and its Trainer log."""
+    """One finished host run: its folder, its Trainer log and all it printed."""
 
     out: Path
+    output: str = ""
 
     @property
     def log_history(self) -> list[dict]:

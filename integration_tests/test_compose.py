@@ -49,6 +49,7 @@ def test_plus_gru_composes(experiment, name, registry):
         "reference": "nll",
         "strategy": "project",
         "strategy_args": {},
+        "fast_path": True,
         "method": name,
     }
     assert resolve_method(gru["method"], registry) is registry[name]

@@ -61,9 +61,32 @@ class GradientAscent(Trainer):
 
     seen: list
 
+    @staticmethod
+    def loss_of(model, inputs):
+        return -model(**inputs["forget"]).loss
+
     def compute_loss(self, model, inputs, return_outputs=False):
         self.seen.append((self.state.global_step, inputs))
-        return -model(**inputs["forget"]).loss
+        return self.loss_of(model, inputs)
+
+
+class GradDiff(GradientAscent):
+    """Host-like: its own NLL retain loss, weighted into the method's loss."""
+
+    retain_loss_type = "NLL"
+    alpha = 0.7
+
+    def compute_retain_loss(self, model, retain_inputs):
+        return model(**retain_inputs).loss
+
+    @staticmethod
+    def loss_of(model, inputs):
+        return -model(**inputs["forget"]).loss + 0.7 * model(**inputs["retain"]).loss
+
+    def compute_loss(self, model, inputs, return_outputs=False):
+        self.seen.append((self.state.global_step, inputs))
+        forget = -model(**inputs["forget"]).loss
+        return forget + self.alpha * self.compute_retain_loss(model, inputs["retain"])
 
 
 def make_trainer(n, gas, epochs, gru, tmp_path, base=GradientAscent, dtype=None):
@@ -109,7 +132,7 @@ def grads_of(model, loss) -> torch.Tensor:
     return torch.cat([g.reshape(-1).double() for g in grads])
 
 
-def expected_steps(trainer, gas, gamma):
+def expected_steps(trainer, gas, gamma, loss_of=GradientAscent.loss_of):
     """Recompute every step's rectified gradient from the recorded micro-batches."""
     model = trainer.model
     by_step: dict[int, list] = {}
@@ -118,9 +141,7 @@ def expected_steps(trainer, gas, gamma):
     r = None
     out = []
     for step in sorted(by_step):
-        g = sum(
-            grads_of(model, -model(**b["forget"]).loss) / gas for b in by_step[step]
-        )
+        g = sum(grads_of(model, loss_of(model, b)) / gas for b in by_step[step])
         f = sum(grads_of(model, model(**b["retain"]).loss) / gas for b in by_step[step])
         r = gamma * f + (1 - gamma) * (r if r is not None else torch.zeros_like(f))
         dot = torch.dot(g, r)
@@ -141,6 +162,7 @@ def expected_steps(trainer, gas, gamma):
 def test_rectified_gradient_matches_float64_reference(n, gas, epochs, tmp_path, caplog):
     settings = GRUSettings(gamma=0.8)
     trainer, captured = make_trainer(n, gas, epochs, settings, tmp_path)
+    assert not trainer.gru_fast_path
     with caplog.at_level(logging.WARNING, logger="gru_plugin.trainer"):
         trainer.train()
     assert "did not foresee" not in caplog.text
@@ -200,3 +222,18 @@ def test_bf16_parameters(tmp_path):
         if stats.fired:
             assert stats.cos_after >= -1e-6
     assert any(stats.fired for stats in trainer.gru_history)
+
+
+@pytest.mark.parametrize("gamma", [0.8, 1.0, 0.3])
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_fast_path_and_ema(gamma, fast_path, tmp_path):
+    """Reusing the method's retain backward gives the float64 reference result."""
+    settings = GRUSettings(gamma=gamma, fast_path=fast_path)
+    trainer, captured = make_trainer(5, 2, 2, settings, tmp_path, base=GradDiff)
+    assert trainer.gru_fast_path == fast_path
+    trainer.train()
+    expected = expected_steps(trainer, 2, gamma, GradDiff.loss_of)
+    assert len(captured) == len(expected) == trainer.state.global_step
+    for seen, want in zip(captured, expected, strict=True):
+        got = torch.cat([t.reshape(-1) for t in seen])
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)

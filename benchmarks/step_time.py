@@ -1,0 +1,280 @@
+"""Step time and memory of ``+gru`` against the base method, side by side, one run.
+
+    python benchmarks/step_time.py --data-dir ../shared/data/tofu --out runs/bench
+
+For each of GradAscent, GradDiff, NPO, SimNPO and RMU the real host builds the
+trainer (same tiny model, data, seed and batch sizes); base and ``+gru`` runs are
+interleaved, each timing ``--steps`` optimizer steps after ``--warmup`` steps, and
+the medians over ``--rounds`` rounds are compared. Peak memory is measured in a
+fresh process per variant (peak RSS on CPU, ``torch.cuda.max_memory_allocated`` on
+GPU). Writes ``step_time.md`` and ``step_time.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+METHODS = ["GradAscent", "GradDiff", "NPO", "SimNPO", "RMU"]
+VARIANTS = {"base": [], "gru": ["+gru=default"]}
+MODEL_SIZE = {"hidden": 256, "layers": 4}
+
+
+def overrides(method: str, variant: str, model: Path, device: str) -> list[str]:
+    return [
+        "experiment=unlearn/tofu/default",
+        f"trainer={method}",
+        *VARIANTS[variant],
+        "model=Llama-3.2-1B-Instruct",
+        f"model.model_args.pretrained_model_name_or_path={model}",
+        f"model.tokenizer_args.pretrained_model_name_or_path={model}",
+        "model.model_args.attn_implementation=eager",
+        "model.model_args.torch_dtype=float32",
+        "trainer.args.bf16=false",
+        "trainer.args.bf16_full_eval=false",
+        "trainer.args.optim=adamw_torch",
+        "trainer.args.report_to=none",
+        "trainer.args.warmup_epochs=0",
+        "trainer.args.eval_on_start=false",
+        "trainer.args.eval_strategy=no",
+        "trainer.args.do_eval=false",
+        "trainer.args.save_strategy=no",
+        "trainer.args.per_device_train_batch_size=4",
+        "trainer.args.gradient_accumulation_steps=2",
+        "trainer.args.logging_steps=1000",
+        "+trainer.args.disable_tqdm=true",
+        f"+trainer.args.use_cpu={'true' if device == 'cpu' else 'false'}",
+        "forget_split=forget10",
+        "retain_split=retain90",
+        "holdout_split=holdout10",
+        "task_name=bench",
+        *(
+            ["trainer.method_args.module_regex=model\\.layers\\.2"]
+            if method == "RMU"
+            else []
+        ),
+    ]
+
+
+class Host:
+    """The host's own builders, used in this process."""
+
+    def __init__(self, root: Path, data_dir: Path):
+        sys.path.insert(0, str(root / "src"))
+        from trainer import TRAINER_REGISTRY
+
+        from gru_plugin.host import register
+
+        register(TRAINER_REGISTRY)
+        self.root, self.data_dir = root, data_dir
+
+    def config(self, args: list[str]):
+        from hydra import compose, initialize_config_dir
+        from hydra.core.hydra_config import HydraConfig
+
+        from gru_plugin.local_data import local_data_overrides
+
+        with initialize_config_dir(str(self.root / "configs"), version_base=None):
+            cfg = compose("unlearn.yaml", overrides=args)
+            local = local_data_overrides(cfg, self.data_dir)
+            cfg = compose("unlearn.yaml", args + local, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+    def trainer(self, args: list[str], output_dir: Path, max_steps: int):
+        from data import get_collators, get_data
+        from model import get_model
+        from omegaconf import open_dict
+        from trainer import load_trainer
+        from trainer.utils import seed_everything
+
+        cfg = self.config(args)
+        with open_dict(cfg):
+            cfg.trainer.args.output_dir = str(output_dir)
+            cfg.trainer.args.max_steps = max_steps
+        seed_everything(cfg.trainer.args.seed)
+        model, tokenizer = get_model(cfg.model)
+        data = get_data(
+            cfg.data,
+            mode="unlearn",
+            tokenizer=tokenizer,
+            template_args=cfg.model.template_args,
+        )
+        collator = get_collators(cfg.collator, tokenizer=tokenizer)
+        trainer, _ = load_trainer(
+            cfg.trainer,
+            model,
+            train_dataset=data["train"],
+            tokenizer=tokenizer,
+            data_collator=collator,
+            template_args=cfg.model.template_args,
+        )
+        return trainer
+
+
+def timed_run(host: Host, args: list[str], out: Path, warmup: int, steps: int) -> dict:
+    """Median optimizer-step time after warm-up, and the time spent rectifying."""
+    from transformers import TrainerCallback
+
+    ends: list[float] = []
+
+    class StepClock(TrainerCallback):
+        def on_step_end(self, *_, **__):
+            ends.append(time.perf_counter())
+
+    trainer = host.trainer(args, out, warmup + steps + 1)
+    trainer.add_callback(StepClock())
+    rectify_seconds: list[float] = []
+    if hasattr(trainer, "_rectify"):
+        rectify = trainer._rectify
+
+        def timed_rectify():
+            start = time.perf_counter()
+            rectify()
+            rectify_seconds.append(time.perf_counter() - start)
+
+        trainer._rectify = timed_rectify
+    trainer.train()
+    durations = [b - a for a, b in zip(ends, ends[1:], strict=False)][warmup:]
+    step = statistics.median(durations)
+    share = (
+        statistics.median(rectify_seconds[warmup + 1 :]) / step
+        if rectify_seconds
+        else 0.0
+    )
+    return {"step": step, "rectify_share": share}
+
+
+def peak_memory(args: argparse.Namespace, method: str, variant: str) -> dict:
+    """Peak memory of one short run in a fresh process."""
+    command = [
+        sys.executable,
+        __file__,
+        "--data-dir",
+        str(args.data_dir),
+        "--out",
+        str(args.out),
+        "--device",
+        args.device,
+        "--memory-child",
+        method,
+        variant,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(done.stderr[-3000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def memory_child(host: Host, args: argparse.Namespace, model: Path) -> None:
+    import torch
+
+    method, variant = args.memory_child
+    trainer = host.trainer(
+        overrides(method, variant, model, args.device), args.out / "mem", 4
+    )
+    trainable = sum(p.numel() * p.element_size() for p in trainer.model.parameters())
+    trainer.train()
+    if args.device == "cuda":
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"peak": peak, "param_bytes": trainable}))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--host", default=None)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ[key] = "1"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+    from gru_plugin.cli import find_host
+    from gru_plugin.tiny_model import make_tiny_model
+
+    args.data_dir, args.out = args.data_dir.resolve(), args.out.resolve()
+    model = args.out / "bench-llama"
+    if not (model / "model.safetensors").exists():
+        make_tiny_model(model, args.data_dir, **MODEL_SIZE)
+    host = Host(find_host(args.host), args.data_dir)
+    if args.memory_child:
+        memory_child(host, args, model)
+        return
+
+    times: dict[tuple[str, str], list[dict]] = {}
+    for round_index in range(args.rounds):
+        for method in args.methods:
+            for variant in VARIANTS:
+                run = timed_run(
+                    host,
+                    overrides(method, variant, model, args.device),
+                    args.out / "timing",
+                    args.warmup,
+                    args.steps,
+                )
+                times.setdefault((method, variant), []).append(run)
+                print(f"round {round_index} {method} {variant}: {run['step']:.4f} s")
+
+    rows = {}
+    for method in args.methods:
+        base = statistics.median(r["step"] for r in times[(method, "base")])
+        gru = statistics.median(r["step"] for r in times[(method, "gru")])
+        memory = {v: peak_memory(args, method, v) for v in VARIANTS}
+        rows[method] = {
+            "base_step_s": base,
+            "gru_step_s": gru,
+            "ratio": gru / base,
+            "rectify_share": statistics.median(
+                r["rectify_share"] for r in times[(method, "gru")]
+            ),
+            "extra_peak_bytes": memory["gru"]["peak"] - memory["base"]["peak"],
+            "param_bytes": memory["base"]["param_bytes"],
+        }
+    if "GradAscent" in rows and "GradDiff" in rows:
+        rows["GradAscent"]["ratio_vs_graddiff"] = (
+            rows["GradAscent"]["gru_step_s"] / rows["GradDiff"]["base_step_s"]
+        )
+    write_report(args.out, rows, args)
+
+
+def write_report(out: Path, rows: dict, args: argparse.Namespace) -> None:
+    (out / "step_time.json").write_text(json.dumps(rows, indent=2))
+    lines = [
+        f"device {args.device}; medians of {args.rounds} interleaved rounds × "
+        f"{args.steps} steps after {args.warmup} warm-up steps",
+        "",
+        "| method | base step (s) | +gru step (s) | ratio | vs GradDiff base | "
+        "rectify share | extra peak / param bytes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method, row in rows.items():
+        vs = row.get("ratio_vs_graddiff")
+        lines.append(
+            f"| {method} | {row['base_step_s']:.4f} | {row['gru_step_s']:.4f} | "
+            f"{row['ratio']:.3f} | {'–' if vs is None else f'{vs:.3f}'} | "
+            f"{row['rectify_share']:.2%} | "
+            f"{row['extra_peak_bytes'] / row['param_bytes']:.2f} |"
+        )
+    table = "\n".join(lines) + "\n"
+    (out / "step_time.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -121,12 +121,15 @@ class Host:
 
 def timed_run(host: Host, args: list[str], out: Path, warmup: int, steps: int) -> dict:
     """Median optimizer-step time after warm-up, and the time spent rectifying."""
+    import torch
     from transformers import TrainerCallback
 
     ends: list[float] = []
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else lambda: None
 
     class StepClock(TrainerCallback):
         def on_step_end(self, *_, **__):
+            sync()
             ends.append(time.perf_counter())
 
     trainer = host.trainer(args, out, warmup + steps + 1)
@@ -136,8 +139,10 @@ def timed_run(host: Host, args: list[str], out: Path, warmup: int, steps: int) -
         rectify = trainer._rectify
 
         def timed_rectify():
+            sync()
             start = time.perf_counter()
             rectify()
+            sync()
             rectify_seconds.append(time.perf_counter() - start)
 
         trainer._rectify = timed_rectify

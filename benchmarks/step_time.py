@@ -22,16 +22,22 @@ import sys
 import time
 from pathlib import Path
 
-METHODS = ["GradAscent", "GradDiff", "NPO", "SimNPO", "RMU"]
+METHODS = ["GradAscent", "GradDiff", "NPO", "SimNPO", "RMU", "RMU:host"]
+# "M:host" is method M with gru.reference=host: for RMU that makes its own EMBED_DIFF
+# retain loss the reference, so the fast path applies (the default nll reference
+# needs an extra NLL pass next to EMBED_DIFF).
 VARIANTS = {"base": [], "gru": ["+gru=default"]}
 MODEL_SIZE = {"hidden": 256, "layers": 4}
 
 
-def overrides(method: str, variant: str, model: Path, device: str) -> list[str]:
+def overrides(case: str, variant: str, model: Path, device: str) -> list[str]:
+    method, _, reference = case.partition(":")
+    gru = VARIANTS[variant]
     return [
         "experiment=unlearn/tofu/default",
         f"trainer={method}",
-        *VARIANTS[variant],
+        *gru,
+        *([f"gru.reference={reference}"] if gru and reference else []),
         "model=Llama-3.2-1B-Instruct",
         f"model.model_args.pretrained_model_name_or_path={model}",
         f"model.tokenizer_args.pretrained_model_name_or_path={model}",

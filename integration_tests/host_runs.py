@@ -14,6 +14,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 HOST = Path(os.environ.get("OPEN_UNLEARNING_ROOT", "~/open-unlearning")).expanduser()
 TOFU = Path(os.environ.get("GRU_TOFU_DATA", REPO.parent / "shared" / "data" / "tofu"))
@@ -99,3 +101,17 @@ class Run:
         from safetensors.torch import load_file
 
         return load_file(self.out / "model.safetensors")
+
+
+def assert_same_weights(a: Run, b: Run) -> None:
+    wa, wb = a.weights(), b.weights()
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+
+
+def assert_close_weights(a: Run, b: Run, rel: float) -> None:
+    """Every tensor of ``a`` within ``rel`` (relative L2) of ``b``'s."""
+    wa, wb = a.weights(), b.weights()
+    for key in wb:
+        assert (wa[key] - wb[key]).norm() <= rel * wb[key].norm(), key

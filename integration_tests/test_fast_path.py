@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from host_runs import METHOD_OVERRIDES
+from host_runs import METHOD_OVERRIDES, assert_close_weights
 
 CASES = {
     "GradAscent": [],
@@ -22,10 +22,7 @@ def test_fast_path_equals_extra_pass(run_host, case):
     fast = run_host(*common, *CASES[case])
     slow = run_host(*common, *CASES[case], "gru.fast_path=false")
     assert len(fast.gru_logs) == len(slow.gru_logs) == 3
-    wf, ws = fast.weights(), slow.weights()
-    for key in ws:
-        scale = ws[key].norm().clamp_min(1e-12)
-        assert (wf[key] - ws[key]).norm() <= 1e-5 * scale, key
+    assert_close_weights(fast, slow, 1e-5)
     for a, b in zip(fast.gru_logs, slow.gru_logs, strict=True):
         assert a["gru/fired"] == b["gru/fired"]
         assert a["gru/coef"] == pytest.approx(b["gru/coef"], rel=1e-4, abs=1e-9)

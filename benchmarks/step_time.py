@@ -164,7 +164,7 @@ def timed_run(host: Host, args: list[str], out: Path, warmup: int, steps: int) -
 
 
 def peak_memory(args: argparse.Namespace, method: str, variant: str) -> dict:
-    """Peak memory of one short run in a fresh process."""
+    """Peak memory while training (4 steps) in a fresh process, and param bytes."""
     command = [
         sys.executable,
         __file__,
@@ -192,12 +192,33 @@ def memory_child(host: Host, args: argparse.Namespace, model: Path) -> None:
         overrides(method, variant, model, args.device), args.out / "mem", 4
     )
     trainable = sum(p.numel() * p.element_size() for p in trainer.model.parameters())
-    trainer.train()
     if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        trainer.train()
         peak = torch.cuda.max_memory_allocated()
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        reset_peak_rss()
+        trainer.train()
+        peak = peak_rss()
     print(json.dumps({"peak": peak, "param_bytes": trainable}))
+
+
+def reset_peak_rss() -> None:
+    """Start the peak-RSS window at training (Linux: write 5 to clear_refs)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # then the peak covers the whole process, loading included
+
+
+def peak_rss() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -210,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--memory-reps", type=int, default=3)
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
@@ -243,10 +265,16 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"round {round_index} {method} {variant}: {run['step']:.4f} s")
 
     rows = {}
+    param_bytes = peak_memory(args, args.methods[0], "base")["param_bytes"]
     for method in args.methods:
         base = statistics.median(r["step"] for r in times[(method, "base")])
         gru = statistics.median(r["step"] for r in times[(method, "gru")])
-        memory = {v: peak_memory(args, method, v) for v in VARIANTS}
+        memory = {
+            v: statistics.median(
+                peak_memory(args, method, v)["peak"] for _ in range(args.memory_reps)
+            )
+            for v in VARIANTS
+        }
         rows[method] = {
             "base_step_s": base,
             "gru_step_s": gru,
@@ -254,8 +282,8 @@ def main(argv: list[str] | None = None) -> None:
             "rectify_share": statistics.median(
                 r["rectify_share"] for r in times[(method, "gru")]
             ),
-            "extra_peak_bytes": memory["gru"]["peak"] - memory["base"]["peak"],
-            "param_bytes": memory["base"]["param_bytes"],
+            "extra_peak_bytes": memory["gru"] - memory["base"],
+            "param_bytes": param_bytes,
         }
     if "GradAscent" in rows and "GradDiff" in rows:
         rows["GradAscent"]["ratio_vs_graddiff"] = (
@@ -268,7 +296,8 @@ def write_report(out: Path, rows: dict, args: argparse.Namespace) -> None:
     (out / "step_time.json").write_text(json.dumps(rows, indent=2))
     lines = [
         f"device {args.device}; medians of {args.rounds} interleaved rounds × "
-        f"{args.steps} steps after {args.warmup} warm-up steps",
+        f"{args.steps} steps after {args.warmup} warm-up steps; extra peak: median of "
+        f"{args.memory_reps} fresh processes per variant",
         "",
         "| method | base step (s) | +gru step (s) | ratio | vs GradDiff base | "
         "rectify share | extra peak / param bytes |",

@@ -5,17 +5,18 @@
 For each of GradAscent, GradDiff, NPO, SimNPO and RMU the real host builds the
 trainer (same tiny model, data, seed and batch sizes); base and ``+gru`` runs are
 interleaved, each timing ``--steps`` optimizer steps after ``--warmup`` steps, and
-the medians over ``--rounds`` rounds are compared. Peak memory is measured in a
-fresh process per variant (peak RSS on CPU, ``torch.cuda.max_memory_allocated`` on
+the medians over ``--rounds`` rounds are compared. Memory is measured in a fresh
+process per variant: the bytes allocated when the optimizer steps (glibc's malloc
+count on CPU, which unlike RSS is exact; ``torch.cuda.max_memory_allocated`` on
 GPU). Writes ``step_time.md`` and ``step_time.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -131,12 +132,16 @@ def timed_run(host: Host, args: list[str], out: Path, warmup: int, steps: int) -
     from transformers import TrainerCallback
 
     ends: list[float] = []
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else lambda: None
+    on_gpu = torch.cuda.is_available()
+    sync = torch.cuda.synchronize if on_gpu else lambda: None
+    # CPU: the main thread's CPU time (one torch thread, no loader workers), which
+    # other processes on a shared machine do not inflate; GPU: synchronized wall time.
+    clock = time.perf_counter if on_gpu else time.thread_time
 
     class StepClock(TrainerCallback):
         def on_step_end(self, *_, **__):
             sync()
-            ends.append(time.perf_counter())
+            ends.append(clock())
 
     trainer = host.trainer(args, out, warmup + steps + 1)
     trainer.add_callback(StepClock())
@@ -146,10 +151,10 @@ def timed_run(host: Host, args: list[str], out: Path, warmup: int, steps: int) -
 
         def timed_rectify():
             sync()
-            start = time.perf_counter()
+            start = clock()
             rectify()
             sync()
-            rectify_seconds.append(time.perf_counter() - start)
+            rectify_seconds.append(clock() - start)
 
         trainer._rectify = timed_rectify
     trainer.train()
@@ -174,6 +179,8 @@ def peak_memory(args: argparse.Namespace, method: str, variant: str) -> dict:
         str(args.out),
         "--device",
         args.device,
+        "--threads",
+        str(args.threads),
         "--memory-child",
         method,
         variant,
@@ -185,40 +192,49 @@ def peak_memory(args: argparse.Namespace, method: str, variant: str) -> dict:
 
 
 def memory_child(host: Host, args: argparse.Namespace, model: Path) -> None:
+    """Print the bytes in use when the optimizer steps (grads, EMA, optimizer state)."""
     import torch
+    from transformers import TrainerCallback
 
     method, variant = args.memory_child
     trainer = host.trainer(
         overrides(method, variant, model, args.device), args.out / "mem", 4
     )
     trainable = sum(p.numel() * p.element_size() for p in trainer.model.parameters())
+    samples: list[int] = []
+
+    class MemoryProbe(TrainerCallback):
+        def on_pre_optimizer_step(self, *_, **__):
+            samples.append(bytes_in_use(args.device))
+
+    trainer.add_callback(MemoryProbe())
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-        trainer.train()
-        peak = torch.cuda.max_memory_allocated()
-    else:
-        reset_peak_rss()
-        trainer.train()
-        peak = peak_rss()
+    trainer.train()
+    peak = torch.cuda.max_memory_allocated() if args.device == "cuda" else max(samples)
     print(json.dumps({"peak": peak, "param_bytes": trainable}))
 
 
-def reset_peak_rss() -> None:
-    """Start the peak-RSS window at training (Linux: write 5 to clear_refs)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass  # then the peak covers the whole process, loading included
+def bytes_in_use(device: str) -> int:
+    """Allocated bytes: the CUDA allocator's, or glibc malloc's (exact, unlike RSS)."""
+    if device == "cuda":
+        import torch
 
+        return torch.cuda.memory_allocated()
 
-def peak_rss() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in (
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks "
+                "fordblks keepcost"
+            ).split()
+        ]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    info = libc.mallinfo2()
+    return info.uordblks + info.hblkhd
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -231,15 +247,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--memory-reps", type=int, default=3)
+    parser.add_argument("--memory-reps", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ[key] = "1"
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
+    import torch
+
     from gru_plugin.cli import find_host
     from gru_plugin.tiny_model import make_tiny_model
+
+    torch.set_num_threads(args.threads)
 
     args.data_dir, args.out = args.data_dir.resolve(), args.out.resolve()
     model = args.out / "bench-llama"
@@ -296,11 +317,14 @@ def write_report(out: Path, rows: dict, args: argparse.Namespace) -> None:
     (out / "step_time.json").write_text(json.dumps(rows, indent=2))
     lines = [
         f"device {args.device}; medians of {args.rounds} interleaved rounds × "
-        f"{args.steps} steps after {args.warmup} warm-up steps; extra peak: median of "
-        f"{args.memory_reps} fresh processes per variant",
+        f"{args.steps} steps after {args.warmup} warm-up steps, {args.threads} torch "
+        "thread(s); step time = main-thread CPU time on CPU, synchronized wall time "
+        "on GPU; extra memory = bytes allocated when the optimizer steps (CPU: "
+        "malloc's count; GPU: max_memory_allocated), gru minus base, median of "
+        f"{args.memory_reps} fresh process(es) per variant",
         "",
         "| method | base step (s) | +gru step (s) | ratio | vs GradDiff base | "
-        "rectify share | extra peak / param bytes |",
+        "rectify share | extra memory / param bytes |",
         "|---|---|---|---|---|---|---|",
     ]
     for method, row in rows.items():

@@ -61,7 +61,6 @@ class GRUTrainerMixin:
                 gru_settings.reference,
                 gru_settings.fast_path,
             )
-        self._gru_ema: list[torch.Tensor] | None = None
         self._gru_step_open = False
         self._gru_captured: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.gru_history: list[RectifyStats] = []
@@ -95,8 +94,10 @@ class GRUTrainerMixin:
     # -- parameters and the optimizer ---------------------------------------------
 
     def create_optimizer(self):
+        had_optimizer = self.optimizer is not None
         super().create_optimizer()  # RMU's override returns None: read the attribute
-        self.optimizer.register_step_pre_hook(self._gru_before_optimizer_step)
+        if not had_optimizer:
+            self.optimizer.register_step_pre_hook(self._gru_before_optimizer_step)
         return self.optimizer
 
     @functools.cached_property
@@ -112,11 +113,14 @@ class GRUTrainerMixin:
         return params
 
     @functools.cached_property
+    def _gru_ema(self) -> list[torch.Tensor]:
+        """The reference EMA r, one tensor per trainable parameter; r₀ = 0."""
+        return [torch.zeros_like(p) for p in self._gru_trainable]
+
+    @functools.cached_property
     def _gru_ema_by_param(self) -> dict[int, torch.Tensor]:
-        self._gru_ema = [torch.zeros_like(p) for p in self._gru_trainable]
-        return {
-            id(p): e for p, e in zip(self._gru_trainable, self._gru_ema, strict=True)
-        }
+        pairs = zip(self._gru_trainable, self._gru_ema, strict=True)
+        return {id(param): ema for param, ema in pairs}
 
     # -- one micro-batch ---------------------------------------------------------
 
@@ -164,8 +168,7 @@ class GRUTrainerMixin:
     def _open_step(self) -> None:
         """At a step's first micro-batch, decay the EMA: r ← (1−γ)·r."""
         if not self._gru_step_open:
-            ema = list(self._gru_ema_by_param.values())
-            torch._foreach_mul_(ema, 1.0 - self.gru_settings.gamma)
+            torch._foreach_mul_(self._gru_ema, 1.0 - self.gru_settings.gamma)
             self._gru_step_open = True
 
     def _backward_reference(

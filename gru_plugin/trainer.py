@@ -21,15 +21,21 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from gru_plugin.plugins import make_strategy
 from gru_plugin.rectify import RectifyStats, rectify_
 from gru_plugin.settings import GRUSettings
 
 logger = logging.getLogger(__name__)
+
+STATE_FILE = "gru_state.safetensors"
+"""GRU's state in each Trainer checkpoint folder: the reference EMA by parameter."""
 
 
 def _retain_batch(inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -63,6 +69,7 @@ class GRUTrainerMixin:
             )
         self._gru_step_open = False
         self._gru_captured: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._gru_resumed_state: dict[str, torch.Tensor] | None = None
         self.gru_history: list[RectifyStats] = []
 
     def _host_has_retain_loss(self) -> bool:
@@ -115,7 +122,58 @@ class GRUTrainerMixin:
     @functools.cached_property
     def _gru_ema(self) -> list[torch.Tensor]:
         """The reference EMA r, one tensor per trainable parameter; r₀ = 0."""
-        return [torch.zeros_like(p) for p in self._gru_trainable]
+        ema = [torch.zeros_like(p) for p in self._gru_trainable]
+        if self._gru_resumed_state is not None:
+            names = self._gru_trainable_names
+            if set(self._gru_resumed_state) != set(names):
+                raise ValueError(
+                    f"the checkpoint's {STATE_FILE} holds another set of parameters "
+                    "than this run trains; resume with the same trainer settings"
+                )
+            for name, tensor in zip(names, ema, strict=True):
+                tensor.copy_(self._gru_resumed_state[name])
+            self._gru_resumed_state = None
+        return ema
+
+    @functools.cached_property
+    def _gru_trainable_names(self) -> list[str]:
+        names = {id(p): name for name, p in self.model.named_parameters()}
+        return [f"ema.{names[id(p)]}" for p in self._gru_trainable]
+
+    # -- checkpoints ---------------------------------------------------------------
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        """Also honour ``args.resume_from_checkpoint``: the host passes no argument."""
+        if resume_from_checkpoint is None:
+            resume_from_checkpoint = self.args.resume_from_checkpoint
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _save_checkpoint(self, model, trial, metrics=None):
+        super()._save_checkpoint(model, trial, metrics=metrics)
+        if "_gru_ema" not in self.__dict__:
+            return  # GRU is disabled or has not stepped yet: nothing to keep
+        folder = os.path.join(
+            self._get_output_dir(trial=trial),
+            f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}",
+        )
+        state = dict(zip(self._gru_trainable_names, self._gru_ema, strict=True))
+        save_file(
+            {k: v.contiguous() for k, v in state.items()}, f"{folder}/{STATE_FILE}"
+        )
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, STATE_FILE)
+        if not self.gru_settings.enabled:
+            return
+        if os.path.exists(path):
+            self._gru_resumed_state = load_file(path)
+        else:
+            logger.warning(
+                "GRU: %s has no %s; the reference EMA restarts from zero",
+                resume_from_checkpoint,
+                STATE_FILE,
+            )
 
     @functools.cached_property
     def _gru_ema_by_param(self) -> dict[int, torch.Tensor]:

@@ -7,6 +7,7 @@ every step can be recomputed independently in float64 from the recorded batches.
 from __future__ import annotations
 
 import logging
+import shutil
 
 import pytest
 import torch
@@ -237,3 +238,44 @@ def test_fast_path_and_ema(gamma, fast_path, tmp_path):
     for seen, want in zip(captured, expected, strict=True):
         got = torch.cat([t.reshape(-1) for t in seen])
         assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def trained_weights(trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_resume_restores_the_ema(tmp_path, monkeypatch):
+    """Train 4 steps; resume a second run from step 2: identical final weights."""
+    # transformers 4.45 reads its own rng_state.pth with torch.load's defaults, which
+    # torch >= 2.6 made weights-only; this lets that file (numpy state) load again.
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+
+    def run(out, resume=None):
+        trainer, _ = make_trainer(8, 2, 1, GRUSettings(), out, base=GradDiff)
+        trainer.args.learning_rate = 1e-2
+        trainer.args.save_strategy = "steps"
+        trainer.args.save_steps = 2
+        trainer.args.save_only_model = False
+        trainer.args.resume_from_checkpoint = resume
+        trainer.optimizer = None  # rebuilt with the new learning rate
+        trainer.train()
+        return trainer
+
+    full = run(tmp_path / "full")
+    assert (tmp_path / "full" / "checkpoint-2" / "gru_state.safetensors").is_file()
+    resumed = run(tmp_path / "resumed", resume=str(tmp_path / "full" / "checkpoint-2"))
+    assert len(resumed.gru_history) == 2
+    assert [s.coef for s in resumed.gru_history] == [
+        s.coef for s in full.gru_history[2:]
+    ]
+    a, b = trained_weights(full), trained_weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    # Without the saved state the EMA restarts from zero and the run differs.
+    bare = tmp_path / "bare"
+    shutil.copytree(tmp_path / "full" / "checkpoint-2", bare)
+    (bare / "gru_state.safetensors").unlink()
+    restarted = run(tmp_path / "restarted", resume=str(bare))
+    assert [s.dot for s in restarted.gru_history] != [
+        s.dot for s in full.gru_history[2:]
+    ]

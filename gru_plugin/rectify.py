@@ -9,7 +9,7 @@ scalars that the strategy needs.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableSequence, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,13 +38,15 @@ def project_coefficient(dot: float, grad_sq: float, ref_sq: float) -> float:
     return 0.0
 
 
-def _check_pair(grads: Sequence[torch.Tensor], reference: Sequence[torch.Tensor]):
+def _check_pair(
+    grads: Sequence[torch.Tensor | None], reference: Sequence[torch.Tensor]
+):
     if len(grads) != len(reference):
         raise ValueError(
             f"rectify_: {len(grads)} gradients but {len(reference)} reference tensors"
         )
     for index, (g, r) in enumerate(zip(grads, reference, strict=True)):
-        if g.shape != r.shape:
+        if g is not None and g.shape != r.shape:
             raise ValueError(
                 f"rectify_: tensor {index} has shape {tuple(g.shape)} in grads but "
                 f"{tuple(r.shape)} in reference"
@@ -56,14 +58,19 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def global_sums(
-    grads: Sequence[torch.Tensor], reference: Sequence[torch.Tensor]
+    grads: Sequence[torch.Tensor | None], reference: Sequence[torch.Tensor]
 ) -> tuple[float, float, float]:
     """⟨g, r⟩, ‖g‖², ‖r‖² over all tensors, read with a single host sync."""
     if not grads:
         return 0.0, 0.0, 0.0
+    zero = torch.zeros((), dtype=torch.float64, device=reference[0].device)
     sums = torch.stack(
         [
-            torch.stack([_dot(g, r), _dot(g, g), _dot(r, r)])
+            torch.stack(
+                [zero, zero, _dot(r, r)]
+                if g is None
+                else [_dot(g, r), _dot(g, g), _dot(r, r)]
+            )
             for g, r in zip(grads, reference, strict=True)
         ]
     ).sum(dim=0)
@@ -77,7 +84,7 @@ def _cos(dot: float, a_sq: float, b_sq: float) -> float:
 
 
 def rectify_(
-    grads: Sequence[torch.Tensor],
+    grads: MutableSequence[torch.Tensor | None],
     reference: Sequence[torch.Tensor],
     coefficient: Coefficient = project_coefficient,
 ) -> RectifyStats:
@@ -87,7 +94,9 @@ def rectify_(
     the coefficient is global, computed from the sums over all of them. With the
     default ``coefficient`` this is the GRU projection: when ⟨g, r⟩ < 0 the
     conflicting component is removed, otherwise ``grads`` is untouched. A zero or
-    non-finite reference leaves ``grads`` untouched.
+    non-finite reference leaves ``grads`` untouched. A ``None`` gradient is a zero
+    one (a parameter the loss did not reach); only if the rectification changes it
+    is it replaced, in the list, by a new tensor ``−coef·r``.
     """
     _check_pair(grads, reference)
     dot, grad_sq, ref_sq = global_sums(grads, reference)
@@ -97,7 +106,16 @@ def rectify_(
         coef = 0.0
     fired = coef != 0.0
     if fired:
-        torch._foreach_add_(list(grads), list(reference), alpha=-coef)
+        present = [i for i, g in enumerate(grads) if g is not None]
+        if present:
+            torch._foreach_add_(
+                [grads[i] for i in present],
+                [reference[i] for i in present],
+                alpha=-coef,
+            )
+        for i, g in enumerate(grads):
+            if g is None:
+                grads[i] = reference[i] * -coef
     dot_after = dot - coef * ref_sq
     grad_sq_after = max(grad_sq - 2.0 * coef * dot + coef * coef * ref_sq, 0.0)
     return RectifyStats(

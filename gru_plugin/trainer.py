@@ -301,7 +301,7 @@ class GRUTrainerMixin:
     def _rectify(self) -> None:
         self._gru_step_open = False
         params = self._gru_trainable
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        grads = [p.grad for p in params]
         stats = rectify_(grads, self._gru_ema, self._gru_coefficient)
         if stats.fired:
             for param, grad in zip(params, grads, strict=True):

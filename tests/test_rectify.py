@@ -187,3 +187,15 @@ def test_cosclip_partial_projection():
 def test_cosclip_bound_is_validated():
     with pytest.raises(ValueError, match="strategy_args.c"):
         make_cosclip(0.5)
+
+
+def test_missing_gradients_count_as_zero_and_appear_only_when_changed():
+    r = [torch.ones(2), torch.ones(3)]
+    grads = [-torch.ones(2), None]
+    stats = rectify_(grads, r)
+    # ⟨g,r⟩ = −2 over ‖r‖² = 5: coef −0.4; the missing gradient becomes 0.4·r.
+    assert stats.fired and stats.coef == pytest.approx(-0.4)
+    assert torch.allclose(grads[0], torch.full((2,), -0.6))
+    assert torch.allclose(grads[1], torch.full((3,), 0.4))
+    untouched = [torch.ones(2), None]
+    assert not rectify_(untouched, r).fired and untouched[1] is None

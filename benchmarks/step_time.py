@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from gru_plugin.cli import CPU_OVERRIDES, OFFLINE_ENV
+
 METHODS = ["GradAscent", "GradDiff", "NPO", "SimNPO", "RMU", "RMU:host"]
 # "M:host" is method M with gru.reference=host: for RMU that makes its own EMBED_DIFF
 # retain loss the reference, so the fast path applies (the default nll reference
@@ -40,18 +42,9 @@ def overrides(case: str, variant: str, model: Path, device: str) -> list[str]:
         *gru,
         *([f"gru.reference={reference}"] if gru and reference else []),
         "model=Llama-3.2-1B-Instruct",
+        *CPU_OVERRIDES,
         f"model.model_args.pretrained_model_name_or_path={model}",
         f"model.tokenizer_args.pretrained_model_name_or_path={model}",
-        "model.model_args.attn_implementation=eager",
-        "model.model_args.torch_dtype=float32",
-        "trainer.args.bf16=false",
-        "trainer.args.bf16_full_eval=false",
-        "trainer.args.optim=adamw_torch",
-        "trainer.args.report_to=none",
-        "trainer.args.warmup_epochs=0",
-        "trainer.args.eval_on_start=false",
-        "trainer.args.eval_strategy=no",
-        "trainer.args.do_eval=false",
         "trainer.args.save_strategy=no",
         "trainer.args.per_device_train_batch_size=4",
         "trainer.args.gradient_accumulation_steps=2",
@@ -251,9 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        os.environ[key] = "1"
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    os.environ.update(OFFLINE_ENV)
 
     import torch
 

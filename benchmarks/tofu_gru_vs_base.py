@@ -19,26 +19,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gru_plugin.cli import CPU_OVERRIDES, OFFLINE_ENV
+
 METHODS = ["GradAscent", "GradDiff", "NPO", "SimNPO", "RMU"]
-OFFLINE = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
-CPU = [
-    "model=Llama-3.2-1B-Instruct",
-    "model.model_args.attn_implementation=eager",
-    "model.model_args.torch_dtype=float32",
-    "trainer.args.bf16=false",
-    "trainer.args.bf16_full_eval=false",
-    "trainer.args.optim=adamw_torch",
-    "trainer.args.report_to=none",
-    "trainer.args.warmup_epochs=0",
-    "trainer.args.eval_on_start=false",
-    "trainer.args.eval_strategy=no",
-    "trainer.args.do_eval=false",
-]
+CPU = ["model=Llama-3.2-1B-Instruct", *CPU_OVERRIDES]
 METHOD_ARGS = {"RMU": ["trainer.method_args.module_regex=model\\.layers\\.2"]}
 
 
@@ -50,7 +34,9 @@ def gru_unlearn(host: Path, data_dir: Path, config: str, overrides: list[str]) -
         f"--config-name={config}",
         *overrides,
     ]
-    done = subprocess.run(command, env={**os.environ, **OFFLINE}, capture_output=True)
+    done = subprocess.run(
+        command, env={**os.environ, **OFFLINE_ENV}, capture_output=True
+    )
     if done.returncode:
         sys.stderr.write(done.stderr.decode()[-3000:])
         raise SystemExit(f"host run failed: {' '.join(overrides)}")

@@ -1,9 +1,10 @@
 """``gru-unlearn``: run the host's ``src/train.py`` with the plugin active.
 
-    gru-unlearn [--host DIR] [--data-dir DIR] [--config-name NAME] OVERRIDE...
+    gru-unlearn [--host DIR] [--data-dir DIR] [--cpu] [--config-name NAME] OVERRIDE...
 
 The host is found via ``--host`` or ``OPEN_UNLEARNING_ROOT``. ``--data-dir``
-reads TOFU from local json files instead of the hub.
+reads TOFU from local json files instead of the hub; ``--cpu`` adds the overrides
+the host needs on a machine without a GPU.
 """
 
 from __future__ import annotations
@@ -15,6 +16,31 @@ import sys
 from pathlib import Path
 
 DEFAULT_HOST = "~/open-unlearning"
+
+CPU_OVERRIDES = [
+    # What the host needs without a GPU: no flash-attn, no bitsandbytes optimizer,
+    # no warm-up (the host divides by the GPU count), fp32.
+    "model.model_args.attn_implementation=eager",
+    "model.model_args.torch_dtype=float32",
+    "trainer.args.bf16=false",
+    "trainer.args.bf16_full_eval=false",
+    "trainer.args.optim=adamw_torch",
+    "trainer.args.warmup_epochs=0",
+    # No tensorboard and no evaluation inside training (at start and every epoch).
+    "trainer.args.report_to=none",
+    "trainer.args.eval_on_start=false",
+    "trainer.args.eval_strategy=no",
+    "trainer.args.do_eval=false",
+]
+"""Hydra overrides for running the host's ``src/train.py`` on a CPU."""
+
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+"""Environment for runs with local model and data only (no hub look-ups)."""
 
 
 def find_host(host: str | None) -> Path:
@@ -51,7 +77,10 @@ def gru_unlearn(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", help="open-unlearning checkout")
     parser.add_argument("--data-dir", help="local folder of TOFU json files")
     parser.add_argument("--config-name", default="unlearn.yaml")
+    parser.add_argument("--cpu", action="store_true", help="add CPU_OVERRIDES")
     args, overrides = parser.parse_known_args(argv)
+    if args.cpu:
+        overrides = CPU_OVERRIDES + overrides
     root = find_host(args.host)
     check_plugin_discovered()
     if args.data_dir:

@@ -16,32 +16,18 @@ from pathlib import Path
 
 import torch
 
+from gru_plugin.cli import CPU_OVERRIDES
+
 REPO = Path(__file__).resolve().parents[1]
 HOST = Path(os.environ.get("OPEN_UNLEARNING_ROOT", "~/open-unlearning")).expanduser()
 TOFU = Path(os.environ.get("GRU_TOFU_DATA", REPO.parent / "shared" / "data" / "tofu"))
 
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
 
-# The host's CPU necessities (see README): no bitsandbytes, no flash-attn, no GPU
-# warm-up division; plus a short run: forget01, 3 optimizer steps of 2 micro-batches.
 DEFAULT_EXPERIMENT = ["experiment=unlearn/tofu/default", "holdout_split=holdout01"]
+# A short CPU run: forget01, 3 optimizer steps of 2 micro-batches.
 CPU_RUN = [
+    *CPU_OVERRIDES,
     "model=Llama-3.2-1B-Instruct",
-    "model.model_args.attn_implementation=eager",
-    "model.model_args.torch_dtype=float32",
-    "trainer.args.bf16=false",
-    "trainer.args.bf16_full_eval=false",
-    "trainer.args.optim=adamw_torch",
-    "trainer.args.report_to=none",
-    "trainer.args.warmup_epochs=0",
-    "trainer.args.eval_on_start=false",
-    "trainer.args.eval_strategy=no",
-    "trainer.args.do_eval=false",
     "trainer.args.per_device_train_batch_size=4",
     "trainer.args.gradient_accumulation_steps=2",
     "trainer.args.logging_steps=1",

@@ -13,12 +13,13 @@ from host_runs import (
     DEFAULT_EXPERIMENT,
     GRU_UNLEARN,
     HOST,
-    OFFLINE_ENV,
     TOFU,
     Run,
     has_experiment,
     host_missing_reason,
 )
+
+from gru_plugin.cli import OFFLINE_ENV
 
 
 def pytest_collection_modifyitems(config, items):

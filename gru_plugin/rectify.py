@@ -57,14 +57,14 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.dot(a.reshape(-1).float(), b.reshape(-1).float()).double()
 
 
-def global_sums(
+def _per_tensor_sums(
     grads: Sequence[torch.Tensor | None], reference: Sequence[torch.Tensor]
-) -> tuple[float, float, float]:
-    """⟨g, r⟩, ‖g‖², ‖r‖² over all tensors, read with a single host sync."""
+) -> list[list[float]]:
+    """Rows of ⟨g, r⟩, ‖g‖², ‖r‖² per tensor, read with a single host sync."""
     if not grads:
-        return 0.0, 0.0, 0.0
+        return []
     zero = torch.zeros((), dtype=torch.float64, device=reference[0].device)
-    sums = torch.stack(
+    return torch.stack(
         [
             torch.stack(
                 [zero, zero, _dot(r, r)]
@@ -73,9 +73,7 @@ def global_sums(
             )
             for g, r in zip(grads, reference, strict=True)
         ]
-    ).sum(dim=0)
-    dot, grad_sq, ref_sq = sums.tolist()
-    return dot, grad_sq, ref_sq
+    ).tolist()
 
 
 def _cos(dot: float, a_sq: float, b_sq: float) -> float:
@@ -96,10 +94,11 @@ def rectify_(
     conflicting component is removed, otherwise ``grads`` is untouched. A zero or
     non-finite reference leaves ``grads`` untouched. A ``None`` gradient is a zero
     one (a parameter the loss did not reach); only if the rectification changes it
-    is it replaced, in the list, by a new tensor ``−coef·r``.
+    (its reference is not zero) is it replaced, in the list, by ``−coef·r``.
     """
     _check_pair(grads, reference)
-    dot, grad_sq, ref_sq = global_sums(grads, reference)
+    rows = _per_tensor_sums(grads, reference)
+    dot, grad_sq, ref_sq = (sum(row[k] for row in rows) for k in range(3))
     finite = all(math.isfinite(x) for x in (dot, grad_sq, ref_sq))
     coef = coefficient(dot, grad_sq, ref_sq) if finite else 0.0
     if not math.isfinite(coef):
@@ -114,7 +113,7 @@ def rectify_(
                 alpha=-coef,
             )
         for i, g in enumerate(grads):
-            if g is None:
+            if g is None and rows[i][2] != 0.0:
                 grads[i] = reference[i] * -coef
     dot_after = dot - coef * ref_sq
     grad_sq_after = max(grad_sq - 2.0 * coef * dot + coef * coef * ref_sq, 0.0)

@@ -199,3 +199,7 @@ def test_missing_gradients_count_as_zero_and_appear_only_when_changed():
     assert torch.allclose(grads[1], torch.full((3,), 0.4))
     untouched = [torch.ones(2), None]
     assert not rectify_(untouched, r).fired and untouched[1] is None
+    # Where the reference is zero too, rectification changes nothing: no new tensor.
+    unreached = [-torch.ones(2), None]
+    assert rectify_(unreached, [torch.ones(2), torch.zeros(3)]).fired
+    assert unreached[1] is None

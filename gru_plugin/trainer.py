@@ -11,7 +11,7 @@ Fast path: when the reference loss is the one the method computes anyway (its
 loss the method returns is cut from its graph. The method's backward then stops
 at the cut, the retain graph is traversed once by the reference backward, and
 that gradient is added into g with the weight the method's loss gave it. Otherwise
-an extra NLL forward+backward on the retain batch provides the reference.
+an extra forward+backward of the reference loss on the retain batch provides it.
 
 At the Trainer's step boundary g is rectified against r; the Trainer's clipping,
 optimizer and scheduler then take over.
@@ -136,6 +136,11 @@ class GRUTrainerMixin:
         return ema
 
     @functools.cached_property
+    def _gru_ema_by_param(self) -> dict[int, torch.Tensor]:
+        pairs = zip(self._gru_trainable, self._gru_ema, strict=True)
+        return {id(param): ema for param, ema in pairs}
+
+    @functools.cached_property
     def _gru_trainable_names(self) -> list[str]:
         names = {id(p): name for name, p in self.model.named_parameters()}
         return [f"ema.{names[id(p)]}" for p in self._gru_trainable]
@@ -163,9 +168,9 @@ class GRUTrainerMixin:
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
-        path = os.path.join(resume_from_checkpoint, STATE_FILE)
         if not self.gru_settings.enabled:
             return
+        path = os.path.join(resume_from_checkpoint, STATE_FILE)
         if os.path.exists(path):
             self._gru_resumed_state = load_file(path)
         else:
@@ -174,11 +179,6 @@ class GRUTrainerMixin:
                 resume_from_checkpoint,
                 STATE_FILE,
             )
-
-    @functools.cached_property
-    def _gru_ema_by_param(self) -> dict[int, torch.Tensor]:
-        pairs = zip(self._gru_trainable, self._gru_ema, strict=True)
-        return {id(param): ema for param, ema in pairs}
 
     # -- one micro-batch ---------------------------------------------------------
 

@@ -1,6 +1,8 @@
-"""``gru-unlearn``: run the host's ``src/train.py`` with the plugin active.
+"""Console scripts: run the host's ``src/train.py``/``eval.py`` with the plugin.
 
     gru-unlearn [--host DIR] [--data-dir DIR] [--cpu] [--config-name NAME] OVERRIDE...
+    gru-plugin eval [--host DIR] [--data-dir DIR] [--cpu] OVERRIDE...
+    gru-plugin report DIR... [--out DIR]
 
 The host is found via ``--host`` or ``OPEN_UNLEARNING_ROOT``. ``--data-dir``
 reads TOFU from local json files instead of the hub; ``--cpu`` adds the overrides
@@ -33,6 +35,13 @@ CPU_OVERRIDES = [
     "trainer.args.do_eval=false",
 ]
 """Hydra overrides for running the host's ``src/train.py`` on a CPU."""
+
+CPU_EVAL_OVERRIDES = [
+    "model.model_args.device_map=cpu",
+    "model.model_args.attn_implementation=eager",
+    "model.model_args.torch_dtype=float32",
+]
+"""Hydra overrides for the host's ``src/eval.py`` on a CPU (it asks for cuda)."""
 
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
@@ -72,15 +81,19 @@ def check_plugin_discovered() -> None:
         )
 
 
-def gru_unlearn(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="gru-unlearn", description=__doc__)
+def run_host_script(
+    script: str, config_name: str, argv: list[str] | None, prog: str
+) -> None:
+    """Run the host's ``src/<script>`` in this process, with our options applied."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("--host", help="open-unlearning checkout")
     parser.add_argument("--data-dir", help="local folder of TOFU json files")
-    parser.add_argument("--config-name", default="unlearn.yaml")
+    parser.add_argument("--config-name", default=config_name)
     parser.add_argument("--cpu", action="store_true", help="add CPU_OVERRIDES")
     args, overrides = parser.parse_known_args(argv)
     if args.cpu:
-        overrides = CPU_OVERRIDES + overrides
+        extra = CPU_EVAL_OVERRIDES if script == "eval.py" else CPU_OVERRIDES
+        overrides = extra + overrides
     root = find_host(args.host)
     check_plugin_discovered()
     if args.data_dir:
@@ -89,7 +102,30 @@ def gru_unlearn(argv: list[str] | None = None) -> None:
         overrides += compose_local_data_overrides(
             root, args.config_name, overrides, args.data_dir
         )
-    train_py = root / "src" / "train.py"
-    sys.path.insert(0, str(train_py.parent))
-    sys.argv = [str(train_py), f"--config-name={args.config_name}", *overrides]
-    runpy.run_path(str(train_py), run_name="__main__")
+    entry = root / "src" / script
+    sys.path.insert(0, str(entry.parent))
+    sys.argv = [str(entry), f"--config-name={args.config_name}", *overrides]
+    runpy.run_path(str(entry), run_name="__main__")
+
+
+def gru_unlearn(argv: list[str] | None = None) -> None:
+    run_host_script("train.py", "unlearn.yaml", argv, "gru-unlearn")
+
+
+def gru_plugin(argv: list[str] | None = None) -> None:
+    """``gru-plugin report DIR...`` and ``gru-plugin eval OVERRIDE...``."""
+    from gru_plugin import report
+
+    parser = argparse.ArgumentParser(prog="gru-plugin")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "eval", add_help=False, help="the host's src/eval.py; options of gru-unlearn"
+    )
+    report.add_arguments(commands.add_parser("report", help="tables and plots"))
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "eval":
+        run_host_script("eval.py", "eval.yaml", rest, "gru-plugin eval")
+        return
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    report.run(args)

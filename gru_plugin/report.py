@@ -1,0 +1,313 @@
+"""``gru-plugin report``: leaderboard-style results from the host's TOFU evals.
+
+    gru-plugin report DIR... [--out OUT] [--forget-split forget10]
+
+Every folder under ``DIR`` that holds a ``TOFU_SUMMARY.json`` (the host's
+``eval.py`` output) is one run; its label is its path below ``DIR`` with a
+trailing ``seed<N>`` folder dropped, so seeds of one label are averaged. A label
+``target``/``finetuned`` is the *Finetuned* row, ``retain`` the *Retain* row, and a
+label ending in ``_GRU``/``+gru`` is the GRU variant of the label without it; its
+cells carry the change against that base. ``trainer_state.json`` files found the
+same way feed the ``gru/cos`` and ``gru/fired`` plot.
+
+Writes ``table.md`` (the layout of the host's ``community/leaderboard.md``),
+``table.csv``, ``tradeoff.png`` and, when GRU logs exist, ``gru_trace.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+METRICS = (
+    "forget_quality",
+    "model_utility",
+    "forget_truth_ratio",
+    "forget_Q_A_ROUGE",
+    "privleak",
+)
+"""Columns of the table, in order; a summary without one leaves its cell empty."""
+
+SEED_DIR = re.compile(r"seed[_-]?(\d+)", re.IGNORECASE)
+GRU_SUFFIX = re.compile(r"(_GRU|\+GRU)$", re.IGNORECASE)
+ROLES = {"target": "Finetuned", "finetuned": "Finetuned", "retain": "Retain"}
+
+
+@dataclass
+class Row:
+    """All seeds of one label, and the base row it is compared with."""
+
+    label: str
+    values: dict[str, list[float]] = field(default_factory=dict)
+    base: Row | None = None
+
+    @property
+    def name(self) -> str:
+        if self.label.lower() in ROLES:
+            return ROLES[self.label.lower()]
+        return GRU_SUFFIX.sub("+GRU", self.label)
+
+    @property
+    def seeds(self) -> int:
+        return max((len(v) for v in self.values.values()), default=0)
+
+    def mean(self, metric: str) -> float | None:
+        values = self.values.get(metric)
+        return statistics.fmean(values) if values else None
+
+    def std(self, metric: str) -> float | None:
+        values = self.values.get(metric, [])
+        return statistics.stdev(values) if len(values) > 1 else None
+
+
+def _labelled(dirs: Iterable[Path], filename: str) -> list[tuple[str, Path]]:
+    """``(label, file)`` for each ``filename`` below ``dirs``, common prefix cut."""
+    found = []
+    for root in dirs:
+        for path in sorted(Path(root).rglob(filename)):
+            parts = list(path.parent.relative_to(root).parts)
+            if parts and SEED_DIR.fullmatch(parts[-1]):
+                parts.pop()
+            found.append((parts or [Path(root).resolve().name], path))
+    if len(found) > 1:
+        while all(len(p) > 1 for p, _ in found) and len({p[0] for p, _ in found}) == 1:
+            for parts, _ in found:
+                parts.pop(0)
+    return [("/".join(parts), path) for parts, path in found]
+
+
+def load_rows(dirs: Sequence[Path]) -> list[Row]:
+    """One row per label, ordered Finetuned, Retain, then each base and its GRU."""
+    rows: dict[str, Row] = {}
+    for label, path in _labelled(dirs, "TOFU_SUMMARY.json"):
+        summary = json.loads(path.read_text())
+        row = rows.setdefault(label, Row(label))
+        for metric, value in summary.items():
+            if isinstance(value, int | float) and value is not None:
+                row.values.setdefault(metric, []).append(float(value))
+    if not rows:
+        raise SystemExit(
+            f"gru-plugin report: no TOFU_SUMMARY.json under {', '.join(map(str, dirs))}"
+            " (run the host's src/eval.py with experiment=eval/tofu/default first)"
+        )
+    for row in rows.values():
+        base_label = GRU_SUFFIX.sub("", row.label)
+        if base_label != row.label:
+            row.base = rows.get(base_label)
+
+    def order(row: Row) -> tuple:
+        role = {"Finetuned": 0, "Retain": 1}.get(row.name, 2)
+        return role, GRU_SUFFIX.sub("", row.label).lower(), row.base is not None
+
+    return sorted(rows.values(), key=order)
+
+
+def _number(metric: str, value: float, sign: str = "") -> str:
+    if metric == "forget_quality":
+        return f"{value:{sign}.2e}" if abs(value) < 0.01 else f"{value:{sign}.2g}"
+    return f"{value:{sign}.1f}" if metric == "privleak" else f"{value:{sign}.2f}"
+
+
+def cell(row: Row, metric: str) -> str:
+    """``mean ± std`` over seeds, then the change against the base row if any.
+
+    The change in forget_quality (a p-value spanning orders of magnitude) is a
+    ratio; every other change is a difference.
+    """
+    mean = row.mean(metric)
+    if mean is None:
+        return "–"
+    text = _number(metric, mean)
+    std = row.std(metric)
+    if std is not None:
+        text += f" ± {_number(metric, std)}"
+    base = row.base.mean(metric) if row.base else None
+    if base is not None and metric == "forget_quality":
+        text += f" (×{mean / base:.2g})" if base > 0 else ""
+    elif base is not None:
+        text += f" ({_number(metric, mean - base, '+')})"
+    return text
+
+
+def leaderboard_markdown(rows: Sequence[Row], split: str) -> str:
+    """An HTML table inside markdown, as ``community/leaderboard.md`` has it."""
+    head = "".join(f"<th>{m}</th>" for m in METRICS)
+    lines = [
+        '<table class="dataframe">',
+        "  <thead>",
+        "    <tr><th>Method</th>"
+        f'<th style="text-align: center;" colspan="{len(METRICS)}" halign="left">'
+        f"{split}</th></tr>",
+        f"    <tr><th></th>{head}</tr>",
+        "  </thead>",
+        "  <tbody>",
+    ]
+    spacer_done = False
+    for row in rows:
+        is_reference = row.name in ("Finetuned", "Retain")
+        if not is_reference and not spacer_done:
+            lines.append(f'    <tr><td colspan="{len(METRICS) + 1}"> </td></tr>')
+            spacer_done = True
+        tag = "th" if is_reference else "td"
+        cells = "".join(f"<td>{cell(row, m)}</td>" for m in METRICS)
+        lines.append(f"    <tr><{tag}>{row.name}</{tag}>{cells}</tr>")
+    lines += ["  </tbody>", "</table>", ""]
+    return "\n".join(lines)
+
+
+def plain_table(rows: Sequence[Row]) -> str:
+    """The same cells as a pipe table, for the console."""
+    lines = [
+        "| method | seeds | " + " | ".join(METRICS) + " |",
+        "|---" * (len(METRICS) + 2) + "|",
+    ]
+    for row in rows:
+        cells = " | ".join(cell(row, m) for m in METRICS)
+        lines.append(f"| {row.name} | {row.seeds} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: Sequence[Row], path: Path) -> None:
+    """Means and standard deviations per row, plus the base each GRU row has."""
+    header = ["method", "base", "seeds"]
+    for metric in METRICS:
+        header += [f"{metric}_mean", f"{metric}_std"]
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for row in rows:
+            line = [row.name, row.base.name if row.base else "", row.seeds]
+            for metric in METRICS:
+                line += [row.mean(metric), row.std(metric)]
+            writer.writerow(["" if value is None else value for value in line])
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise SystemExit(
+            "gru-plugin report: plots need matplotlib; pip install 'gru-plugin[report]'"
+        ) from error
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_tradeoff(rows: Sequence[Row], path: Path) -> None:
+    """forget_quality (log) against model_utility, an arrow from base to +GRU."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    points = {}
+    for row in rows:
+        quality, utility = row.mean("forget_quality"), row.mean("model_utility")
+        if quality is None or utility is None or quality <= 0:
+            continue
+        points[row.label] = (utility, quality)
+        marker = "*" if row.name in ("Finetuned", "Retain") else "o"
+        ax.scatter(utility, quality, marker=marker, s=60, zorder=3)
+        ax.annotate(
+            row.name,
+            (utility, quality),
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
+    for row in rows:
+        if row.base and row.label in points and row.base.label in points:
+            ax.annotate(
+                "",
+                xy=points[row.label],
+                xytext=points[row.base.label],
+                arrowprops={"arrowstyle": "->", "color": "black"},
+            )
+    ax.set_yscale("log")
+    ax.set_xlabel("model_utility (higher is better)")
+    ax.set_ylabel("forget_quality (log; higher is better)")
+    ax.set_title("TOFU: each method → its +GRU variant (mean over seeds)")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def load_gru_logs(dirs: Sequence[Path]) -> dict[str, list[list[dict]]]:
+    """Per label, each seed's Trainer log entries that carry ``gru/`` keys."""
+    logs: dict[str, list[list[dict]]] = {}
+    for label, path in _labelled(dirs, "trainer_state.json"):
+        history = json.loads(path.read_text()).get("log_history", [])
+        entries = [entry for entry in history if "gru/cos" in entry]
+        if entries:
+            logs.setdefault(label, []).append(entries)
+    return logs
+
+
+def plot_gru_trace(logs: dict[str, list[list[dict]]], path: Path) -> None:
+    """``gru/cos`` per step (one line per seed) and the fired rate over seeds."""
+    plt = _pyplot()
+    fig, (cos_ax, fired_ax) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    for index, (label, runs) in enumerate(sorted(logs.items())):
+        color = f"C{index % 10}"
+        name = GRU_SUFFIX.sub("+GRU", label)
+        for seed, entries in enumerate(runs):
+            steps = [entry["step"] for entry in entries]
+            cos_ax.plot(
+                steps,
+                [entry["gru/cos"] for entry in entries],
+                color=color,
+                alpha=0.7,
+                label=name if seed == 0 else None,
+            )
+        by_step: dict[int, list[float]] = {}
+        for entries in runs:
+            for entry in entries:
+                by_step.setdefault(entry["step"], []).append(entry["gru/fired"])
+        steps = sorted(by_step)
+        fired_ax.step(
+            steps,
+            [statistics.fmean(by_step[s]) for s in steps],
+            where="mid",
+            color=color,
+            label=name,
+        )
+    cos_ax.axhline(0.0, color="black", linewidth=0.8)
+    cos_ax.set_ylabel("gru/cos  ⟨g,r⟩/‖g‖‖r‖")
+    cos_ax.legend(fontsize=8)
+    fired_ax.set_ylabel("gru/fired (mean over seeds)")
+    fired_ax.set_xlabel("optimizer step")
+    fired_ax.set_ylim(-0.05, 1.05)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def report(dirs: Sequence[Path], out: Path, split: str = "forget10") -> list[Row]:
+    """Write table.md, table.csv and the plots into ``out``; return the rows."""
+    rows = load_rows(dirs)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(leaderboard_markdown(rows, split))
+    write_csv(rows, out / "table.csv")
+    plot_tradeoff(rows, out / "tradeoff.png")
+    logs = load_gru_logs(dirs)
+    if logs:
+        plot_gru_trace(logs, out / "gru_trace.png")
+    return rows
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dirs", nargs="+", type=Path, help="folders of host evals")
+    parser.add_argument("--out", type=Path, default=Path("report"))
+    parser.add_argument("--forget-split", default="forget10", help="table header")
+
+
+def run(args: argparse.Namespace) -> None:
+    rows = report(args.dirs, args.out, args.forget_split)
+    print(plain_table(rows))
+    print(f"wrote table.md, table.csv and plots to {args.out}")

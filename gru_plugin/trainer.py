@@ -25,6 +25,7 @@ import os
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType
 from safetensors.torch import load_file, save_file
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -33,6 +34,12 @@ from gru_plugin.rectify import RectifyStats, rectify_
 from gru_plugin.settings import GRUSettings
 
 logger = logging.getLogger(__name__)
+
+UNSUPPORTED_ENGINES = (DistributedType.DEEPSPEED, DistributedType.FSDP)
+"""Engines that shard or hide ``param.grad``; GRU refuses them before training."""
+
+LOGGED_STATS = ("cos", "cos_after", "dot", "coef", "fired", "grad_norm", "ref_norm")
+"""RectifyStats fields logged as ``gru/<field>``."""
 
 STATE_FILE = "gru_state.safetensors"
 """GRU's state in each Trainer checkpoint folder: the reference EMA by parameter."""
@@ -71,6 +78,7 @@ class GRUTrainerMixin:
         self._gru_captured: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._gru_resumed_state: dict[str, torch.Tensor] | None = None
         self.gru_history: list[RectifyStats] = []
+        self._gru_unlogged: list[RectifyStats] = []
 
     def _host_has_retain_loss(self) -> bool:
         return hasattr(super(), "compute_retain_loss")
@@ -90,6 +98,13 @@ class GRUTrainerMixin:
             raise ValueError(
                 f"gru.reference=host: {name} has no compute_retain_loss of its own; "
                 "use gru.reference=nll"
+            )
+        engine = self.accelerator.distributed_type
+        if engine in UNSUPPORTED_ENGINES:
+            raise ValueError(
+                f"GRU does not support {engine.value} yet: it cannot see the full "
+                "gradients there. Run on one process or with plain DDP "
+                "(accelerate launch --multi_gpu, or torchrun), or set gru.enabled=false"
             )
         dataset = self.train_dataset
         if dataset is not None and hasattr(dataset, "retain") and not dataset.retain:
@@ -120,9 +135,27 @@ class GRUTrainerMixin:
         return params
 
     @functools.cached_property
+    def _gru_ema_buffers(self) -> list[torch.Tensor]:
+        """The reference EMA r, one flat buffer per dtype and device; r₀ = 0.
+
+        Flat, so that averaging it across ranks is one in-place collective.
+        """
+        sizes: dict[tuple[torch.dtype, torch.device], int] = {}
+        for param in self._gru_trainable:
+            key = (param.dtype, param.device)
+            sizes[key] = sizes.get(key, 0) + param.numel()
+        return [torch.zeros(n, dtype=d, device=dev) for (d, dev), n in sizes.items()]
+
+    @functools.cached_property
     def _gru_ema(self) -> list[torch.Tensor]:
-        """The reference EMA r, one tensor per trainable parameter; r₀ = 0."""
-        ema = [torch.zeros_like(p) for p in self._gru_trainable]
+        """r as one view per trainable parameter, into ``_gru_ema_buffers``."""
+        buffers = {(b.dtype, b.device): b for b in self._gru_ema_buffers}
+        offsets = dict.fromkeys(buffers, 0)
+        ema = []
+        for param in self._gru_trainable:
+            key = (param.dtype, param.device)
+            start, offsets[key] = offsets[key], offsets[key] + param.numel()
+            ema.append(buffers[key][start : offsets[key]].view_as(param))
         if self._gru_resumed_state is not None:
             names = self._gru_trainable_names
             if set(self._gru_resumed_state) != set(names):
@@ -212,7 +245,9 @@ class GRUTrainerMixin:
             loss = super().training_step(model, inputs, *args, **kwargs)
             retain = self._prepare_inputs(_retain_batch(inputs))
             with self.compute_loss_context_manager():
-                retain_loss = self._reference_loss(model, retain)
+                # The bare module: a second pass through DDP's reducer is not
+                # synced (and can confuse it); _average_across_ranks syncs r.
+                retain_loss = self._reference_loss(self.model, retain)
             self._backward_reference(retain_loss, True, None)
         if self._at_step_boundary():
             self._rectify()
@@ -298,8 +333,37 @@ class GRUTrainerMixin:
             )
             self._rectify()
 
+    def _average_across_ranks(self) -> None:
+        """Make r (and, on the fast path, g) the mean over data-parallel ranks.
+
+        DDP averages only the method's own backward. The reference backward is
+        local to each rank, and so is the retain gradient the fast path adds to
+        g; the rest of g is already equal on every rank, so averaging all of g
+        again is exact. r is equal on every rank before the step, so averaging it
+        averages just the fresh part. Afterwards every rank holds the same g and
+        r and computes the same coefficient without another collective.
+        """
+        world = self.accelerator.num_processes
+        if world == 1:
+            return
+        import torch.distributed as dist
+
+        for buffer in self._gru_ema_buffers:
+            dist.all_reduce(buffer)
+            buffer.div_(world)
+        if self.gru_fast_path:
+            grads = [p.grad for p in self._gru_trainable if p.grad is not None]
+            for dtype in {g.dtype for g in grads}:
+                group = [g for g in grads if g.dtype == dtype]
+                flat = torch._utils._flatten_dense_tensors(group)
+                dist.all_reduce(flat)
+                flat.div_(world)
+                unflat = torch._utils._unflatten_dense_tensors(flat, group)
+                torch._foreach_copy_(group, unflat)
+
     def _rectify(self) -> None:
         self._gru_step_open = False
+        self._average_across_ranks()
         params = self._gru_trainable
         grads = [p.grad for p in params]
         stats = rectify_(grads, self._gru_ema, self._gru_coefficient)
@@ -308,17 +372,21 @@ class GRUTrainerMixin:
                 if param.grad is None:
                     param.grad = grad
         self.gru_history.append(stats)
-        self.log(
-            {
-                "gru/cos": stats.cos,
-                "gru/cos_after": stats.cos_after,
-                "gru/dot": stats.dot,
-                "gru/coef": stats.coef,
-                "gru/fired": float(stats.fired),
-                "gru/grad_norm": stats.grad_norm,
-                "gru/ref_norm": stats.ref_norm,
-            }
-        )
+        self._gru_unlogged.append(stats)
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        """Add GRU's statistics to the Trainer's training log entries.
+
+        Each training log (the one with ``loss``) gets the mean of every statistic
+        over the optimizer steps since the previous one, so it carries the step it
+        belongs to and ``gru/fired`` is the fraction of steps where GRU fired.
+        """
+        if "loss" in logs and self._gru_unlogged:
+            steps, self._gru_unlogged = self._gru_unlogged, []
+            for field in LOGGED_STATS:
+                values = [float(getattr(stats, field)) for stats in steps]
+                logs[f"gru/{field}"] = sum(values) / len(values)
+        super().log(logs, *args, **kwargs)
 
 
 @functools.cache

@@ -279,3 +279,16 @@ def test_resume_restores_the_ema(tmp_path, monkeypatch):
     assert [s.dot for s in restarted.gru_history] != [
         s.dot for s in full.gru_history[2:]
     ]
+
+
+def test_statistics_join_the_training_log_of_their_step(tmp_path):
+    trainer, _ = make_trainer(8, 1, 1, GRUSettings(), tmp_path)
+    trainer.args.logging_steps = 2
+    trainer.train()
+    logged = [e for e in trainer.state.log_history if "gru/cos" in e]
+    assert [e["step"] for e in logged] == [2, 4, 6, 8]
+    for entry in logged:
+        assert "loss" in entry  # the Trainer's own entry for that step
+        window = trainer.gru_history[entry["step"] - 2 : entry["step"]]
+        assert entry["gru/cos"] == pytest.approx(sum(s.cos for s in window) / 2)
+        assert entry["gru/fired"] == sum(s.fired for s in window) / 2

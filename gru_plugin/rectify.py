@@ -1,7 +1,8 @@
 """The GRU update rule in pure torch: no host, no Trainer, no distributed code.
 
 Every reduction (dot products, squared norms) runs per tensor in float32 and is summed
-in float64, so bf16/fp16 gradients never decide the sign test in low precision.
+in float64, so bf16/fp16 gradients never decide the sign test in low precision; a
+tensor whose float32 sums overflow is redone scaled to unit max.
 Nothing is flattened or copied to the CPU: one host sync per call reads the three
 scalars that the strategy needs.
 """
@@ -30,6 +31,11 @@ class RectifyStats:
     ref_norm: float
     cos_after: float
 
+    @property
+    def finite(self) -> bool:
+        """False when g or r held a NaN or an infinity (then nothing was changed)."""
+        return all(math.isfinite(x) for x in (self.dot, self.grad_norm, self.ref_norm))
+
 
 def project_coefficient(dot: float, grad_sq: float, ref_sq: float) -> float:
     """The paper's rule: remove the conflicting component only when ⟨g, r⟩ < 0."""
@@ -57,14 +63,27 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.dot(a.reshape(-1).float(), b.reshape(-1).float()).double()
 
 
+def _scaled_dot(a: torch.Tensor, b: torch.Tensor) -> float:
+    """⟨a, b⟩ without float32 overflow: both scaled to max |x| = 1 first."""
+    scale_a, scale_b = a.abs().max().double(), b.abs().max().double()
+    if scale_a == 0 or scale_b == 0:
+        return 0.0
+    unit = _dot((a.float() / scale_a.float()), (b.float() / scale_b.float()))
+    return (unit * scale_a * scale_b).item()
+
+
 def _per_tensor_sums(
     grads: Sequence[torch.Tensor | None], reference: Sequence[torch.Tensor]
 ) -> list[list[float]]:
-    """Rows of ⟨g, r⟩, ‖g‖², ‖r‖² per tensor, read with a single host sync."""
+    """Rows of ⟨g, r⟩, ‖g‖², ‖r‖² per tensor, read with a single host sync.
+
+    A row that overflowed float32 (|x| beyond ~1e19) is redone scaled, so only
+    real NaN/inf in g or r make a sum non-finite.
+    """
     if not grads:
         return []
     zero = torch.zeros((), dtype=torch.float64, device=reference[0].device)
-    return torch.stack(
+    rows = torch.stack(
         [
             torch.stack(
                 [zero, zero, _dot(r, r)]
@@ -74,6 +93,11 @@ def _per_tensor_sums(
             for g, r in zip(grads, reference, strict=True)
         ]
     ).tolist()
+    for row, g, r in zip(rows, grads, reference, strict=True):
+        if not all(math.isfinite(x) for x in row):
+            pairs = [(r, r)] if g is None else [(g, r), (g, g), (r, r)]
+            row[3 - len(pairs) :] = [_scaled_dot(a, b) for a, b in pairs]
+    return rows
 
 
 def _cos(dot: float, a_sq: float, b_sq: float) -> float:
@@ -122,7 +146,7 @@ def rectify_(
         cos=_cos(dot, grad_sq, ref_sq),
         coef=coef,
         fired=fired,
-        grad_norm=math.sqrt(grad_sq) if finite else math.nan,
-        ref_norm=math.sqrt(ref_sq) if finite else math.nan,
+        grad_norm=math.sqrt(grad_sq),
+        ref_norm=math.sqrt(ref_sq),
         cos_after=_cos(dot_after, grad_sq_after, ref_sq),
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 REFERENCES = ("nll", "host")
+NONFINITE = ("skip", "raise")
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,9 @@ class GRUSettings:
     registered rectification rule and ``strategy_args`` its options; ``method``
     names the host trainer to wrap; ``fast_path`` reuses the method's own retain
     backward as the reference where it is the same loss (false: always an extra
-    reference pass, for comparison).
+    reference pass, for comparison); ``nonfinite`` says what a NaN/inf in g or r
+    does: ``skip`` (count it, leave that step unrectified, restart a poisoned EMA)
+    or ``raise``.
     """
 
     method: str | None = None
@@ -29,6 +32,7 @@ class GRUSettings:
     strategy: str = "project"
     strategy_args: Mapping[str, Any] = field(default_factory=dict)
     fast_path: bool = True
+    nonfinite: str = "skip"
 
     def __post_init__(self):
         for name in ("enabled", "fast_path"):
@@ -44,6 +48,10 @@ class GRUSettings:
         if self.reference not in REFERENCES:
             raise ValueError(
                 f"gru.reference={self.reference!r}: choose one of {list(REFERENCES)}"
+            )
+        if self.nonfinite not in NONFINITE:
+            raise ValueError(
+                f"gru.nonfinite={self.nonfinite!r}: choose one of {list(NONFINITE)}"
             )
 
     @classmethod

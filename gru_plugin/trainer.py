@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 from typing import Any
 
@@ -42,7 +43,9 @@ LOGGED_STATS = ("cos", "cos_after", "dot", "coef", "fired", "grad_norm", "ref_no
 """RectifyStats fields logged as ``gru/<field>``."""
 
 STATE_FILE = "gru_state.safetensors"
-"""GRU's state in each Trainer checkpoint folder: the reference EMA by parameter."""
+"""GRU's state in each Trainer checkpoint folder: the reference EMA by parameter
+(``ema.<name>``) and the count of non-finite steps."""
+NONFINITE_KEY = "nonfinite_steps"
 
 
 def _retain_batch(inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -79,6 +82,7 @@ class GRUTrainerMixin:
         self._gru_resumed_state: dict[str, torch.Tensor] | None = None
         self.gru_history: list[RectifyStats] = []
         self._gru_unlogged: list[RectifyStats] = []
+        self.gru_nonfinite = 0
 
     def _host_has_retain_loss(self) -> bool:
         return hasattr(super(), "compute_retain_loss")
@@ -195,6 +199,7 @@ class GRUTrainerMixin:
             f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}",
         )
         state = dict(zip(self._gru_trainable_names, self._gru_ema, strict=True))
+        state[NONFINITE_KEY] = torch.tensor(self.gru_nonfinite)
         save_file(
             {k: v.contiguous() for k, v in state.items()}, f"{folder}/{STATE_FILE}"
         )
@@ -205,7 +210,9 @@ class GRUTrainerMixin:
             return
         path = os.path.join(resume_from_checkpoint, STATE_FILE)
         if os.path.exists(path):
-            self._gru_resumed_state = load_file(path)
+            state = load_file(path)
+            self.gru_nonfinite = int(state.pop(NONFINITE_KEY, torch.tensor(0)))
+            self._gru_resumed_state = state
         else:
             logger.warning(
                 "GRU: %s has no %s; the reference EMA restarts from zero",
@@ -371,21 +378,45 @@ class GRUTrainerMixin:
             for param, grad in zip(params, grads, strict=True):
                 if param.grad is None:
                     param.grad = grad
+        if not stats.finite:
+            self._gru_on_nonfinite(stats)
         self.gru_history.append(stats)
         self._gru_unlogged.append(stats)
+
+    def _gru_on_nonfinite(self, stats: RectifyStats) -> None:
+        """Count a NaN/inf step; restart a poisoned EMA, or stop if asked to."""
+        self.gru_nonfinite += 1
+        bad_reference = not math.isfinite(stats.ref_norm)
+        what = "the reference gradient r" if bad_reference else "the gradient g"
+        message = (
+            f"GRU: {what} holds NaN/inf at step {self.state.global_step + 1} "
+            f"({self.gru_nonfinite} such step(s) so far)"
+        )
+        if self.gru_settings.nonfinite == "raise":
+            raise FloatingPointError(f"{message}; stopping (gru.nonfinite=raise)")
+        if bad_reference:
+            torch._foreach_zero_(self._gru_ema_buffers)
+            message += "; the reference EMA restarts from zero"
+        logger.warning(
+            "%s; this step is not rectified (gru.nonfinite=skip; set "
+            "gru.nonfinite=raise to stop instead)",
+            message,
+        )
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         """Add GRU's statistics to the Trainer's training log entries.
 
         Each training log (the one with ``loss``) gets the mean of every statistic
         over the optimizer steps since the previous one, so it carries the step it
-        belongs to and ``gru/fired`` is the fraction of steps where GRU fired.
+        belongs to and ``gru/fired`` is the fraction of steps where GRU fired;
+        ``gru/nonfinite`` counts the run's NaN/inf steps so far.
         """
         if "loss" in logs and self._gru_unlogged:
             steps, self._gru_unlogged = self._gru_unlogged, []
             for field in LOGGED_STATS:
                 values = [float(getattr(stats, field)) for stats in steps]
                 logs[f"gru/{field}"] = sum(values) / len(values)
+            logs["gru/nonfinite"] = self.gru_nonfinite
         super().log(logs, *args, **kwargs)
 
 

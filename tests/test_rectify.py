@@ -203,3 +203,31 @@ def test_missing_gradients_count_as_zero_and_appear_only_when_changed():
     unreached = [-torch.ones(2), None]
     assert rectify_(unreached, [torch.ones(2), torch.zeros(3)]).fired
     assert unreached[1] is None
+
+
+@pytest.mark.parametrize("where", ["grads", "reference"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_is_reported_and_changes_nothing(where, bad):
+    g = split(-torch.ones(SIZE))
+    r = split(torch.ones(SIZE))
+    (g if where == "grads" else r)[1].view(-1)[0] = bad
+    before = [t.clone() for t in g]
+    stats = rectify_(g, r)
+    assert not stats.finite and not stats.fired and stats.coef == 0.0
+    norm = stats.grad_norm if where == "grads" else stats.ref_norm
+    assert not math.isfinite(norm)
+    for a, b in zip(g, before, strict=True):
+        assert torch.equal(a, b) or (a.isnan() == b.isnan()).all()
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    scale=st.floats(1e15, 1e30), dtype=st.sampled_from([torch.float32, torch.bfloat16])
+)
+def test_huge_norms_stay_finite_and_remove_the_conflict(scale, dtype):
+    g = split((-torch.ones(SIZE) * scale).to(dtype))
+    r = split((torch.linspace(0.5, 1.5, SIZE) * scale).to(dtype))
+    stats = rectify_(g, r)
+    assert stats.finite and stats.fired
+    assert stats.cos_after == pytest.approx(0.0, abs=1e-6)
+    assert all(torch.isfinite(t).all() for t in g)

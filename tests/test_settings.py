@@ -55,3 +55,8 @@ def test_bad_strategy_args():
 
 def test_builtins_registered():
     assert {"project", "cosclip"} <= set(available_strategies())
+
+
+def test_unknown_nonfinite_policy():
+    with pytest.raises(ValueError, match="gru.nonfinite='ignore'.*skip.*raise"):
+        GRUSettings(nonfinite="ignore")

@@ -292,3 +292,39 @@ def test_statistics_join_the_training_log_of_their_step(tmp_path):
         window = trainer.gru_history[entry["step"] - 2 : entry["step"]]
         assert entry["gru/cos"] == pytest.approx(sum(s.cos for s in window) / 2)
         assert entry["gru/fired"] == sum(s.fired for s in window) / 2
+
+
+def nan_on_second_reference(trainer):
+    """The run's second reference pass yields NaN (a poisoned retain batch)."""
+    calls = []
+    original = trainer._reference_loss
+
+    def reference_loss(model, retain):
+        calls.append(1)
+        loss = original(model, retain)
+        return loss * float("nan") if len(calls) == 2 else loss
+
+    trainer._reference_loss = reference_loss
+
+
+def test_nan_reference_is_counted_skipped_and_the_ema_restarts(tmp_path, caplog):
+    trainer, captured = make_trainer(4, 1, 1, GRUSettings(gamma=0.5), tmp_path)
+    nan_on_second_reference(trainer)
+    with caplog.at_level(logging.WARNING, logger="gru_plugin.trainer"):
+        trainer.train()
+    finite = [stats.finite for stats in trainer.gru_history]
+    assert finite == [True, False, True, True]
+    assert "reference gradient r holds NaN/inf at step 2" in caplog.text
+    assert "restarts from zero" in caplog.text
+    assert trainer.gru_history[2].fired  # r works again right after the restart
+    assert all(torch.isfinite(g).all() for step in captured for g in step)
+    logged = [e["gru/nonfinite"] for e in trainer.state.log_history if "loss" in e]
+    assert logged == [0, 1, 1, 1]
+
+
+def test_nan_reference_stops_the_run_when_asked(tmp_path):
+    settings = GRUSettings(nonfinite="raise")
+    trainer, _ = make_trainer(4, 1, 1, settings, tmp_path)
+    nan_on_second_reference(trainer)
+    with pytest.raises(FloatingPointError, match=r"step 2.*gru.nonfinite=raise"):
+        trainer.train()

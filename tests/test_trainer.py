@@ -328,3 +328,22 @@ def test_nan_reference_stops_the_run_when_asked(tmp_path):
     nan_on_second_reference(trainer)
     with pytest.raises(FloatingPointError, match=r"step 2.*gru.nonfinite=raise"):
         trainer.train()
+
+
+def test_resume_keeps_the_nonfinite_count(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+
+    def run(out, resume=None, poison=False):
+        trainer, _ = make_trainer(4, 1, 1, GRUSettings(), out)
+        trainer.args.save_strategy = "steps"
+        trainer.args.save_steps = 2
+        trainer.args.save_only_model = False
+        trainer.args.resume_from_checkpoint = resume
+        if poison:
+            nan_on_second_reference(trainer)
+        trainer.train()
+        return trainer
+
+    assert run(tmp_path / "full", poison=True).gru_nonfinite == 1
+    resumed = run(tmp_path / "resumed", resume=str(tmp_path / "full" / "checkpoint-2"))
+    assert resumed.gru_nonfinite == 1 and len(resumed.gru_history) == 2

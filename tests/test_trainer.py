@@ -347,3 +347,27 @@ def test_resume_keeps_the_nonfinite_count(tmp_path, monkeypatch):
     assert run(tmp_path / "full", poison=True).gru_nonfinite == 1
     resumed = run(tmp_path / "resumed", resume=str(tmp_path / "full" / "checkpoint-2"))
     assert resumed.gru_nonfinite == 1 and len(resumed.gru_history) == 2
+
+
+class RandomRetain(ForgetRetain):
+    """Draws each retain row with the global RNG, as the host's dataset does."""
+
+    def __getitem__(self, i):
+        j = int(torch.randint(0, 1000, (1,)))
+        return {"forget": sample(i), "retain": sample(1000 + j)}
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_gru_draws_no_random_numbers(tmp_path, fast_path):
+    """A GRU run sees the base run's retain batches and leaves the RNG as it does."""
+    runs = []
+    for name, gru in (("base", None), ("gru", GRUSettings(fast_path=fast_path))):
+        trainer, _ = make_trainer(6, 2, 1, gru, tmp_path / name, base=GradDiff)
+        trainer.train_dataset = RandomRetain(6)
+        trainer.train()
+        retain = [inputs["retain"]["input_ids"] for _, inputs in trainer.seen]
+        runs.append((retain, torch.get_rng_state()))
+    (base_retain, base_rng), (gru_retain, gru_rng) = runs
+    assert len(base_retain) == len(gru_retain) == 6
+    assert all(torch.equal(a, b) for a, b in zip(base_retain, gru_retain, strict=True))
+    assert torch.equal(base_rng, gru_rng)

@@ -10,7 +10,8 @@ The TOFU recipe, shrunk to a CPU, all through the real host (``src/train.py`` an
 2. *general knowledge*: fine-tune it on TOFU's ``real_authors`` + ``world_facts``
    QA (what ``model_utility`` measures besides the retain set);
 3. the *target* = that model fine-tuned on ``full``, the *retain model* = the same
-   recipe on ``retain90``; the retain model's TOFU eval is the reference log for
+   recipe on ``retain90``, both with the general set replayed (a tiny model forgets
+   it otherwise); the retain model's TOFU eval is the reference log for
    ``forget_quality`` and ``privleak``;
 4. unlearn ``forget10`` from the target with each method, base and ``+gru=default``,
    same hyper-parameters, budget and seeds; evaluate each with the host's TOFU eval;
@@ -126,23 +127,38 @@ class Pipeline:
 
     # -- stages -----------------------------------------------------------------
     def prepare_data(self) -> None:
-        """Link the TOFU files; write ``general.json`` = real_authors + world_facts."""
+        """Link the TOFU files; write the general set and the fine-tuning mixes.
+
+        ``general.json`` = real_authors + world_facts QA; ``<split>_and_general.json``
+        = a TOFU split with the general set replayed, so the tiny model keeps that
+        knowledge while it learns TOFU (a pretrained model keeps its own anyway).
+        """
         self.data.mkdir(parents=True, exist_ok=True)
         for source in self.source_data.glob("*.json*"):
             link = self.data / source.name
             if not link.exists():
                 link.symlink_to(source.resolve())
-        general = self.data / "general.json"
-        if not general.exists():
-            rows = []
-            for name in ("real_authors.json", "world_facts.json"):
-                for line in (self.source_data / name).read_text().splitlines():
-                    if line.strip():
-                        row = json.loads(line)
-                        rows.append(
-                            {"question": row["question"], "answer": row["answer"]}
-                        )
-            general.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+        def rows(name: str) -> list[dict]:
+            lines = (self.source_data / f"{name}.json").read_text().splitlines()
+            return [json.loads(line) for line in lines if line.strip()]
+
+        general = [
+            {key: row[key] for key in ("question", "answer")}
+            for name in ("real_authors", "world_facts")
+            for row in rows(name)
+        ]
+        mixes = {
+            "general": general,
+            **{
+                f"{split}_and_general": rows(split) + general
+                for split in ("full", self.scale.retain_split)
+            },
+        }
+        for name, mix in mixes.items():
+            path = self.data / f"{name}.json"
+            if not path.exists():
+                path.write_text("".join(json.dumps(row) + "\n" for row in mix))
 
     def finetune(self, name: str, start: Path, split: str, epochs: int) -> Path:
         """The host's TOFU finetune experiment on ``split``, scaled to this model."""
@@ -226,8 +242,13 @@ class Pipeline:
             target, retain = pool.map(
                 lambda job: self.finetune(*job),
                 [
-                    ("target", general, "full", scale.finetune_epochs),
-                    ("retain", general, scale.retain_split, scale.finetune_epochs),
+                    ("target", general, "full_and_general", scale.finetune_epochs),
+                    (
+                        "retain",
+                        general,
+                        f"{scale.retain_split}_and_general",
+                        scale.finetune_epochs,
+                    ),
                 ],
             )
         evals = self.out / "evals"

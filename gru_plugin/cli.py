@@ -3,6 +3,7 @@
     gru-unlearn [--host DIR] [--data-dir DIR] [--cpu] [--config-name NAME] OVERRIDE...
     gru-plugin eval [--host DIR] [--data-dir DIR] [--cpu] OVERRIDE...
     gru-plugin report DIR... [--out DIR]
+    gru-plugin check [--host DIR]
 
 The host is found via ``--host`` or ``OPEN_UNLEARNING_ROOT``. ``--data-dir``
 reads TOFU from local json files instead of the hub; ``--cpu`` adds the overrides
@@ -112,8 +113,44 @@ def gru_unlearn(argv: list[str] | None = None) -> None:
     run_host_script("train.py", "unlearn.yaml", argv, "gru-unlearn")
 
 
+def check_installation(host: str | None) -> list[str]:
+    """Each reason ``+gru=default`` would be ignored or fail here, with its fix.
+
+    Hydra turns ``+gru=default`` into a plain string when it cannot see our
+    config group, and the host then runs the base method; nothing of ours runs
+    in that case to say so, hence this check.
+    """
+    problems = []
+    try:
+        check_plugin_discovered()
+    except SystemExit as error:
+        import hydra_plugins
+
+        problems.append(f"{error} hydra_plugins is read from: {hydra_plugins.__path__}")
+    try:
+        root = find_host(host)
+    except SystemExit as error:
+        return [*problems, str(error)]
+    from hydra import compose, initialize_config_dir
+
+    overrides = ["experiment=unlearn/tofu/default", "+gru=default"]
+    try:
+        with initialize_config_dir(str(root / "configs"), version_base=None):
+            cfg = compose("unlearn.yaml", overrides)
+    except Exception as error:  # any composition failure is the finding
+        first_line = str(error).splitlines()[0]
+        return [*problems, f"the host's unlearn.yaml does not compose: {first_line}"]
+    if cfg.trainer.get("handler") != "GRU" or not hasattr(cfg.gru, "keys"):
+        problems.append(
+            f"composing {root}/configs/unlearn.yaml with +gru=default gives "
+            f"trainer.handler={cfg.trainer.get('handler')!r}, gru={cfg.gru!r}: our "
+            "config group is not on Hydra's search path; reinstall gru-plugin"
+        )
+    return problems
+
+
 def gru_plugin(argv: list[str] | None = None) -> None:
-    """``gru-plugin report DIR...`` and ``gru-plugin eval OVERRIDE...``."""
+    """``gru-plugin report|eval|check``."""
     from gru_plugin import report
 
     parser = argparse.ArgumentParser(prog="gru-plugin")
@@ -122,10 +159,20 @@ def gru_plugin(argv: list[str] | None = None) -> None:
         "eval", add_help=False, help="the host's src/eval.py; options of gru-unlearn"
     )
     report.add_arguments(commands.add_parser("report", help="tables and plots"))
+    check = commands.add_parser("check", help="will +gru=default work here?")
+    check.add_argument("--host", help="open-unlearning checkout")
     args, rest = parser.parse_known_args(argv)
     if args.command == "eval":
         run_host_script("eval.py", "eval.yaml", rest, "gru-plugin eval")
         return
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "check":
+        problems = check_installation(args.host)
+        for problem in problems:
+            print(f"problem: {problem}")
+        if problems:
+            raise SystemExit(1)
+        print("ok: Hydra discovers gru-plugin and +gru=default composes in the host")
+        return
     report.run(args)

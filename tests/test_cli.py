@@ -1,5 +1,9 @@
 """gru-unlearn finds the host or says how to point at it."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from gru_plugin.cli import check_plugin_discovered, find_host
@@ -19,3 +23,23 @@ def test_host_from_flag(tmp_path):
 
 def test_installed_plugin_is_discovered():
     check_plugin_discovered()
+
+
+def test_check_names_a_shadowed_plugin_namespace(tmp_path):
+    """A foreign hydra_plugins/__init__.py hides our plugin; check says so."""
+    shadow = tmp_path / "shadow" / "hydra_plugins"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("")
+    code = "from gru_plugin.cli import gru_plugin; gru_plugin(['check', '--host', '.'])"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow.parent), *sys.path])}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert "Hydra does not discover hydra_plugins.gru_plugin" in done.stdout
+    assert str(shadow) in done.stdout
+    assert "no open-unlearning checkout" in done.stdout

@@ -4,6 +4,7 @@
     gru-plugin eval [--host DIR] [--data-dir DIR] [--cpu] OVERRIDE...
     gru-plugin report DIR... [--out DIR]
     gru-plugin check [--host DIR]
+    gru-plugin upstream --out HOST_CHECKOUT [--results table.md]
 
 The host is found via ``--host`` or ``OPEN_UNLEARNING_ROOT``. ``--data-dir``
 reads TOFU from local json files instead of the hub; ``--cpu`` adds the overrides
@@ -150,8 +151,8 @@ def check_installation(host: str | None) -> list[str]:
 
 
 def gru_plugin(argv: list[str] | None = None) -> None:
-    """``gru-plugin report|eval|check``."""
-    from gru_plugin import report
+    """``gru-plugin report|eval|check|upstream``."""
+    from gru_plugin import report, upstream
 
     parser = argparse.ArgumentParser(prog="gru-plugin")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -159,6 +160,9 @@ def gru_plugin(argv: list[str] | None = None) -> None:
         "eval", add_help=False, help="the host's src/eval.py; options of gru-unlearn"
     )
     report.add_arguments(commands.add_parser("report", help="tables and plots"))
+    upstream.add_arguments(
+        commands.add_parser("upstream", help="GRU as files for a host pull request")
+    )
     check = commands.add_parser("check", help="will +gru=default work here?")
     check.add_argument("--host", help="open-unlearning checkout")
     args, rest = parser.parse_known_args(argv)
@@ -175,4 +179,4 @@ def gru_plugin(argv: list[str] | None = None) -> None:
             raise SystemExit(1)
         print("ok: Hydra discovers gru-plugin and +gru=default composes in the host")
         return
-    report.run(args)
+    {"report": report.run, "upstream": upstream.run}[args.command](args)

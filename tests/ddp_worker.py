@@ -20,7 +20,14 @@ import torch
 from transformers import TrainingArguments
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_trainer import ForgetRetain, GradDiff, GradientAscent, collate, tiny_model
+from test_trainer import (
+    TOY_ARGS,
+    ForgetRetain,
+    GradDiff,
+    GradientAscent,
+    collate,
+    tiny_model,
+)
 
 from gru_plugin.settings import GRUSettings
 from gru_plugin.trainer import gru_trainer_class
@@ -46,13 +53,7 @@ def main() -> None:
         gradient_accumulation_steps=options.grad_accum,
         max_steps=4,
         learning_rate=0.05,
-        optim="sgd",
-        report_to=[],
-        save_strategy="no",
-        logging_steps=1,
-        remove_unused_columns=False,
-        use_cpu=True,
-        disable_tqdm=True,
+        **TOY_ARGS,
         ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
     )
     settings = GRUSettings(fast_path=not options.no_fast_path)

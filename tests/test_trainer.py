@@ -90,6 +90,18 @@ class GradDiff(GradientAscent):
         return forget + self.alpha * self.compute_retain_loss(model, inputs["retain"])
 
 
+TOY_ARGS = {
+    "optim": "sgd",
+    "report_to": [],
+    "save_strategy": "no",
+    "logging_steps": 1,
+    "remove_unused_columns": False,
+    "use_cpu": True,
+    "disable_tqdm": True,
+}
+"""TrainingArguments of every toy run: plain SGD, CPU, no side effects."""
+
+
 def make_trainer(n, gas, epochs, gru, tmp_path, base=GradientAscent, dtype=None):
     args = TrainingArguments(
         output_dir=str(tmp_path),
@@ -97,14 +109,8 @@ def make_trainer(n, gas, epochs, gru, tmp_path, base=GradientAscent, dtype=None)
         gradient_accumulation_steps=gas,
         num_train_epochs=epochs,
         learning_rate=0.0,
-        optim="sgd",
         max_grad_norm=0.0,
-        report_to=[],
-        save_strategy="no",
-        logging_steps=1,
-        remove_unused_columns=False,
-        use_cpu=True,
-        disable_tqdm=True,
+        **TOY_ARGS,
     )
     cls = gru_trainer_class(base) if gru else base
     kwargs = {"gru_settings": gru} if gru else {}

@@ -161,6 +161,34 @@ def leaderboard_markdown(rows: Sequence[Row], split: str) -> str:
     return "\n".join(lines)
 
 
+def verdicts(rows: Sequence[Row]) -> list[str]:
+    """Per GRU row: did it raise model_utility at equal or better forget_quality?
+
+    Compares means over seeds, the question the paper's claim poses.
+    """
+    lines = []
+    for row in rows:
+        base = row.base
+        if base is None:
+            continue
+        utility, base_utility = row.mean("model_utility"), base.mean("model_utility")
+        quality, base_quality = row.mean("forget_quality"), base.mean("forget_quality")
+        if None in (utility, base_utility, quality, base_quality):
+            continue
+        gain = utility - base_utility
+        ratio = f"×{quality / base_quality:.2g}" if base_quality > 0 else "n/a"
+        if gain > 0 and quality >= base_quality:
+            answer = "yes, higher utility at equal or better forget quality"
+        else:
+            answer = "no" + (", lower utility" if gain <= 0 else "")
+            answer += ", worse forget quality" if quality < base_quality else ""
+        lines.append(
+            f"- {row.name} vs {base.name}: model_utility {gain:+.3f}, "
+            f"forget_quality {ratio} — {answer}"
+        )
+    return lines
+
+
 def plain_table(rows: Sequence[Row]) -> str:
     """The same cells as a pipe table, for the console."""
     lines = [
@@ -292,7 +320,14 @@ def report(dirs: Sequence[Path], out: Path, split: str = "forget10") -> list[Row
     """Write table.md, table.csv and the plots into ``out``; return the rows."""
     rows = load_rows(dirs)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(leaderboard_markdown(rows, split))
+    found = verdicts(rows)
+    summary = (
+        "\nDoes GRU raise model_utility at equal or better forget_quality "
+        "(means over seeds)?\n\n" + "\n".join(found) + "\n"
+        if found
+        else ""
+    )
+    (out / "table.md").write_text(leaderboard_markdown(rows, split) + summary)
     write_csv(rows, out / "table.csv")
     plot_tradeoff(rows, out / "tradeoff.png")
     logs = load_gru_logs(dirs)
@@ -310,4 +345,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     rows = report(args.dirs, args.out, args.forget_split)
     print(plain_table(rows))
+    print("\n".join(verdicts(rows)))
     print(f"wrote table.md, table.csv and plots to {args.out}")

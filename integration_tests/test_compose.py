@@ -50,6 +50,7 @@ def test_plus_gru_composes(experiment, name, registry):
         "strategy": "project",
         "strategy_args": {},
         "fast_path": True,
+        "nonfinite": "skip",
         "method": name,
     }
     assert resolve_method(gru["method"], registry) is registry[name]

@@ -111,7 +111,10 @@ def load_rows(dirs: Sequence[Path]) -> list[Row]:
 def _number(metric: str, value: float, sign: str = "") -> str:
     if metric == "forget_quality":
         return f"{value:{sign}.2e}" if abs(value) < 0.01 else f"{value:{sign}.2g}"
-    return f"{value:{sign}.1f}" if metric == "privleak" else f"{value:{sign}.2f}"
+    if metric == "privleak":
+        return f"{value:{sign}.1f}"
+    # The leaderboard's two decimals, and a third below 0.1 (a tiny model's scale).
+    return f"{value:{sign}.2f}" if abs(value) >= 0.1 else f"{value:{sign}.3f}"
 
 
 def cell(row: Row, metric: str) -> str:

@@ -74,8 +74,10 @@ def test_report_writes_table_csv_and_plots(evals: Path, tmp_path: Path, capsys):
     )
     printed = capsys.readouterr().out
     # NPO: utility 0.42 ± 0.02; +GRU: 0.48 ± 0.02, +0.06 vs base, quality ×2.
-    assert "| NPO | 3 | 2.00e-06 ± 1.00e-06 | 0.42 ± 0.02 |" in printed
-    assert "| NPO+GRU | 3 | 4.00e-06 ± 0.00e+00 (×2) | 0.48 ± 0.02 (+0.06) |" in printed
+    assert "| NPO | 3 | 2.00e-06 ± 1.00e-06 | 0.42 ± 0.020 |" in printed
+    assert (
+        "| NPO+GRU | 3 | 4.00e-06 ± 0.00e+00 (×2) | 0.48 ± 0.020 (+0.060) |" in printed
+    )
     table = (out / "table.md").read_text()
     assert '<table class="dataframe">' in table
     assert "<tr><th>Finetuned</th><td>1.00e-20</td><td>0.50</td>" in table

@@ -284,10 +284,10 @@ class Pipeline:
                 future.result()
         from gru_plugin.report import plain_table, report
 
-        rows = report(
+        rows, found = report(
             [evals, self.out / "unlearn"], self.out / "report", scale.forget_split
         )
-        print(plain_table(rows))
+        print(plain_table(rows) + "\n".join(found))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import re
 import statistics
 from collections.abc import Iterable, Sequence
@@ -164,10 +165,23 @@ def leaderboard_markdown(rows: Sequence[Row], split: str) -> str:
     return "\n".join(lines)
 
 
-def verdicts(rows: Sequence[Row]) -> list[str]:
+UNCHANGED = 5e-4
+"""|Δ model_utility| below this, with forget_quality within 1 %, reads as no change."""
+
+
+def fired_rate(logs: dict[str, list[list[dict]]], label: str) -> float | None:
+    """The share of optimizer steps, over all seeds, where GRU fired."""
+    entries = [entry for run in logs.get(label, []) for entry in run]
+    if not entries:
+        return None
+    return sum(entry["gru/fired"] for entry in entries) / len(entries)
+
+
+def verdicts(rows: Sequence[Row], logs: dict | None = None) -> list[str]:
     """Per GRU row: did it raise model_utility at equal or better forget_quality?
 
-    Compares means over seeds, the question the paper's claim poses.
+    Compares means over seeds, the question the paper's claim poses; with the
+    Trainer logs, also says how often GRU fired.
     """
     lines = []
     for row in rows:
@@ -179,15 +193,19 @@ def verdicts(rows: Sequence[Row]) -> list[str]:
         if None in (utility, base_utility, quality, base_quality):
             continue
         gain = utility - base_utility
-        ratio = f"×{quality / base_quality:.2g}" if base_quality > 0 else "n/a"
-        if gain > 0 and quality >= base_quality:
+        ratio = quality / base_quality if base_quality > 0 else math.inf
+        if abs(gain) < UNCHANGED and abs(ratio - 1.0) < 0.01:
+            answer = "no measurable change"
+        elif gain > 0 and quality >= base_quality:
             answer = "yes, higher utility at equal or better forget quality"
         else:
             answer = "no" + (", lower utility" if gain <= 0 else "")
             answer += ", worse forget quality" if quality < base_quality else ""
+        fired = fired_rate(logs or {}, row.label)
+        when = "" if fired is None else f" (GRU fired on {fired:.0%} of steps)"
         lines.append(
-            f"- {row.name} vs {base.name}: model_utility {gain:+.3f}, "
-            f"forget_quality {ratio} — {answer}"
+            f"- {row.name} vs {base.name}: model_utility {gain:+.4f}, "
+            f"forget_quality ×{ratio:.2g} — {answer}{when}"
         )
     return lines
 
@@ -260,6 +278,7 @@ def plot_tradeoff(rows: Sequence[Row], path: Path) -> None:
                 arrowprops={"arrowstyle": "->", "color": "black"},
             )
     ax.set_yscale("log")
+    ax.set_ylim(top=3.0)  # forget_quality is a p-value: at most 1
     ax.set_xlabel("model_utility (higher is better)")
     ax.set_ylabel("forget_quality (log; higher is better)")
     ax.set_title("TOFU: each method → its +GRU variant (mean over seeds)")
@@ -319,11 +338,14 @@ def plot_gru_trace(logs: dict[str, list[list[dict]]], path: Path) -> None:
     plt.close(fig)
 
 
-def report(dirs: Sequence[Path], out: Path, split: str = "forget10") -> list[Row]:
-    """Write table.md, table.csv and the plots into ``out``; return the rows."""
+def report(
+    dirs: Sequence[Path], out: Path, split: str = "forget10"
+) -> tuple[list[Row], list[str]]:
+    """Write table.md, table.csv and the plots into ``out``; return rows, verdicts."""
     rows = load_rows(dirs)
+    logs = load_gru_logs(dirs)
     out.mkdir(parents=True, exist_ok=True)
-    found = verdicts(rows)
+    found = verdicts(rows, logs)
     summary = (
         "\nDoes GRU raise model_utility at equal or better forget_quality "
         "(means over seeds)?\n\n" + "\n".join(found) + "\n"
@@ -333,10 +355,9 @@ def report(dirs: Sequence[Path], out: Path, split: str = "forget10") -> list[Row
     (out / "table.md").write_text(leaderboard_markdown(rows, split) + summary)
     write_csv(rows, out / "table.csv")
     plot_tradeoff(rows, out / "tradeoff.png")
-    logs = load_gru_logs(dirs)
     if logs:
         plot_gru_trace(logs, out / "gru_trace.png")
-    return rows
+    return rows, found
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -346,7 +367,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    rows = report(args.dirs, args.out, args.forget_split)
+    rows, found = report(args.dirs, args.out, args.forget_split)
     print(plain_table(rows))
-    print("\n".join(verdicts(rows)))
+    print("\n".join(found))
     print(f"wrote table.md, table.csv and plots to {args.out}")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gru_plugin.cli import gru_plugin
-from gru_plugin.report import load_rows, verdicts
+from gru_plugin.report import load_gru_logs, load_rows, verdicts
 
 REPO = Path(__file__).resolve().parents[1]
 TOFU = Path(os.environ.get("GRU_TOFU_DATA", REPO.parent / "shared" / "data" / "tofu"))
@@ -113,12 +113,16 @@ def test_report_on_host_reference_logs(tmp_path: Path, capsys) -> None:
 
 def test_verdicts_answer_the_papers_question(evals: Path) -> None:
     rows = load_rows([evals / "evals"])
-    (line,) = verdicts(rows)
+    logs = load_gru_logs([evals / "unlearn"])
+    (line,) = verdicts(rows, logs)
     assert line == (
-        "- NPO+GRU vs NPO: model_utility +0.060, forget_quality ×2 — "
-        "yes, higher utility at equal or better forget quality"
+        "- NPO+GRU vs NPO: model_utility +0.0600, forget_quality ×2 — "
+        "yes, higher utility at equal or better forget quality "
+        "(GRU fired on 100% of steps)"
     )
     npo_gru = rows[3]
     npo_gru.values["forget_quality"] = [1e-6] * 3
     npo_gru.values["model_utility"] = [0.1] * 3
     assert verdicts(rows)[0].endswith("— no, lower utility, worse forget quality")
+    npo_gru.values = {key: list(values) for key, values in rows[2].values.items()}
+    assert verdicts(rows)[0].endswith("— no measurable change")

@@ -84,18 +84,22 @@ def check_plugin_discovered() -> None:
 
 
 def run_host_script(
-    script: str, config_name: str, argv: list[str] | None, prog: str
+    script: str,
+    config_name: str,
+    cpu_overrides: list[str],
+    argv: list[str] | None,
+    prog: str,
 ) -> None:
-    """Run the host's ``src/<script>`` in this process, with our options applied."""
+    """Run the host's ``src/<script>`` in this process, with our options applied;
+    ``--cpu`` prepends ``cpu_overrides``."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("--host", help="open-unlearning checkout")
     parser.add_argument("--data-dir", help="local folder of TOFU json files")
     parser.add_argument("--config-name", default=config_name)
-    parser.add_argument("--cpu", action="store_true", help="add CPU_OVERRIDES")
+    parser.add_argument("--cpu", action="store_true", help="add the CPU overrides")
     args, overrides = parser.parse_known_args(argv)
     if args.cpu:
-        extra = CPU_EVAL_OVERRIDES if script == "eval.py" else CPU_OVERRIDES
-        overrides = extra + overrides
+        overrides = cpu_overrides + overrides
     root = find_host(args.host)
     check_plugin_discovered()
     if args.data_dir:
@@ -111,7 +115,7 @@ def run_host_script(
 
 
 def gru_unlearn(argv: list[str] | None = None) -> None:
-    run_host_script("train.py", "unlearn.yaml", argv, "gru-unlearn")
+    run_host_script("train.py", "unlearn.yaml", CPU_OVERRIDES, argv, "gru-unlearn")
 
 
 def check_installation(host: str | None) -> list[str]:
@@ -167,7 +171,9 @@ def gru_plugin(argv: list[str] | None = None) -> None:
     check.add_argument("--host", help="open-unlearning checkout")
     args, rest = parser.parse_known_args(argv)
     if args.command == "eval":
-        run_host_script("eval.py", "eval.yaml", rest, "gru-plugin eval")
+        run_host_script(
+            "eval.py", "eval.yaml", CPU_EVAL_OVERRIDES, rest, "gru-plugin eval"
+        )
         return
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")

@@ -14,6 +14,7 @@ import ast
 import dataclasses
 import inspect
 import string
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -33,9 +34,6 @@ METHODS = {
     "RMU": "rmu",
 }
 """The host methods that get a ``<M>_GRU`` class and config, by host module."""
-
-STDLIB = {"collections", "dataclasses", "functools", "logging", "math", "os", "typing"}
-"""Top-level modules of the standard library our sources import (import order)."""
 
 MODULE_DOC = '''"""GRU: Gradient Rectified Unlearning (ICML 2025, arXiv 2503.09117).
 
@@ -112,8 +110,10 @@ def _import_block(nodes: list[ast.stmt]) -> str:
     def root(line: str) -> str:
         return line.split()[1].split(".")[0]
 
-    stdlib = sorted(line for line in lines if root(line) in STDLIB)
-    third_party = sorted(line for line in lines if root(line) not in STDLIB)
+    stdlib = sorted(line for line in lines if root(line) in sys.stdlib_module_names)
+    third_party = sorted(
+        line for line in lines if root(line) not in sys.stdlib_module_names
+    )
     host = [f"from trainer.unlearn.{m} import {name}" for name, m in METHODS.items()]
     return "\n\n".join("\n".join(block) for block in (stdlib, third_party, host))
 

@@ -51,6 +51,7 @@ METHOD_OVERRIDES = {
 GRU_UNLEARN = shutil.which("gru-unlearn") or str(
     Path(sys.executable).with_name("gru-unlearn")
 )
+GRU_PLUGIN = str(Path(GRU_UNLEARN).with_name("gru-plugin"))
 
 
 def has_experiment(overrides) -> bool:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
-from host_runs import GRU_UNLEARN, HOST
-
-GRU_PLUGIN = str(Path(GRU_UNLEARN).with_name("gru-plugin"))
+from host_runs import GRU_PLUGIN, HOST
 
 
 def test_check_passes_with_the_host():

@@ -11,12 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from host_runs import CPU_RUN, GRU_UNLEARN, HOST, TOFU
+from host_runs import CPU_RUN, GRU_PLUGIN, HOST, TOFU
 
 from gru_plugin.cli import OFFLINE_ENV
 from gru_plugin.local_data import compose_local_data_overrides
 
-GRU_PLUGIN = str(Path(GRU_UNLEARN).with_name("gru-plugin"))
 # The host pins ruff 0.6.9 (its [dev] extra); .ci/install puts it here.
 HOST_RUFF = Path(sys.prefix) / "host-ruff" / "bin" / "ruff"
 QUALITY_PATHS = ["scripts", "src", "setup.py", "setup_data.py"]  # its Makefile's

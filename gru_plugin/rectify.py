@@ -18,6 +18,10 @@ import torch
 Coefficient = Callable[[float, float, float], float]
 """``coef = f(dot, grad_sq, ref_sq)``; the rectified gradient is ``g - coef * r``."""
 
+SumReduction = Callable[[tuple[float, float, float]], tuple[float, float, float]]
+"""Turns this process's ``(dot, grad_sq, ref_sq)`` into the global sums, when each
+process holds only a shard of g and r (e.g. an all-reduce over ranks)."""
+
 
 @dataclass(frozen=True)
 class RectifyStats:
@@ -109,6 +113,7 @@ def rectify_(
     grads: MutableSequence[torch.Tensor | None],
     reference: Sequence[torch.Tensor],
     coefficient: Coefficient = project_coefficient,
+    reduce_sums: SumReduction | None = None,
 ) -> RectifyStats:
     """Rectify ``grads`` in place against ``reference``: ``g ← g − coef·r``.
 
@@ -119,10 +124,13 @@ def rectify_(
     non-finite reference leaves ``grads`` untouched. A ``None`` gradient is a zero
     one (a parameter the loss did not reach); only if the rectification changes it
     (its reference is not zero) is it replaced, in the list, by ``−coef·r``.
+    With ``reduce_sums`` the lists are this process's shard, and every shard gets
+    the same coefficient.
     """
     _check_pair(grads, reference)
     rows = _per_tensor_sums(grads, reference)
-    dot, grad_sq, ref_sq = (sum(row[k] for row in rows) for k in range(3))
+    sums = tuple(sum(row[k] for row in rows) for k in range(3))
+    dot, grad_sq, ref_sq = reduce_sums(sums) if reduce_sums else sums
     finite = all(math.isfinite(x) for x in (dot, grad_sq, ref_sq))
     coef = coefficient(dot, grad_sq, ref_sq) if finite else 0.0
     if not math.isfinite(coef):

@@ -15,10 +15,17 @@ an extra forward+backward of the reference loss on the retain batch provides it.
 
 At the Trainer's step boundary g is rectified against r; the Trainer's clipping,
 optimizer and scheduler then take over.
+
+Under DeepSpeed ZeRO the engine owns the gradient: each rank holds its partition
+(``gru_plugin.zero``). Both losses are back-propagated through the engine, the
+reference's share is taken out of the partition by difference, r is kept sharded
+like the partition, and the sums of the projection are added over ranks once per
+step, before the engine clips and steps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -33,18 +40,20 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from gru_plugin.plugins import make_strategy
 from gru_plugin.rectify import RectifyStats, rectify_
 from gru_plugin.settings import GRUSettings
+from gru_plugin.zero import ZeroGradients
 
 logger = logging.getLogger(__name__)
 
-UNSUPPORTED_ENGINES = (DistributedType.DEEPSPEED, DistributedType.FSDP)
-"""Engines that shard or hide ``param.grad``; GRU refuses them before training."""
+UNSUPPORTED_ENGINES = (DistributedType.FSDP,)
+"""Engines whose gradients GRU cannot reach yet; it refuses them before training."""
 
 LOGGED_STATS = ("cos", "cos_after", "dot", "coef", "fired", "grad_norm", "ref_norm")
 """RectifyStats fields logged as ``gru/<field>``."""
 
 STATE_FILE = "gru_state.safetensors"
 """GRU's state in each Trainer checkpoint folder: the reference EMA by parameter
-(``ema.<name>``) and the count of non-finite steps."""
+(``ema.<name>``) and the count of non-finite steps. Under DeepSpeed each rank keeps
+its shard of the EMA, in ``gru_state.rank<N>.safetensors``."""
 NONFINITE_KEY = "nonfinite_steps"
 
 
@@ -83,6 +92,7 @@ class GRUTrainerMixin:
         self.gru_history: list[RectifyStats] = []
         self._gru_unlogged: list[RectifyStats] = []
         self.gru_nonfinite = 0
+        self._gru_zero: ZeroGradients | None = None
 
     def _host_has_retain_loss(self) -> bool:
         return hasattr(super(), "compute_retain_loss")
@@ -106,9 +116,10 @@ class GRUTrainerMixin:
         engine = self.accelerator.distributed_type
         if engine in UNSUPPORTED_ENGINES:
             raise ValueError(
-                f"GRU does not support {engine.value} yet: it cannot see the full "
-                "gradients there. Run on one process or with plain DDP "
-                "(accelerate launch --multi_gpu, or torchrun), or set gru.enabled=false"
+                f"GRU does not support {engine.value} yet: it cannot see the "
+                "gradients there. Run on one process, with plain DDP (accelerate "
+                "launch --multi_gpu, or torchrun) or with DeepSpeed ZeRO-1/2/3, or "
+                "set gru.enabled=false"
             )
         dataset = self.train_dataset
         if dataset is not None and hasattr(dataset, "retain") and not dataset.retain:
@@ -128,7 +139,12 @@ class GRUTrainerMixin:
 
     @functools.cached_property
     def _gru_trainable(self) -> list[torch.nn.Parameter]:
-        """The parameters the optimizer updates (RMU's selection, not requires_grad)."""
+        """The parameters the optimizer updates (RMU's selection, not requires_grad).
+
+        Under DeepSpeed: those whose gradient has a piece on this rank.
+        """
+        if self._gru_zero is not None:
+            return self._gru_zero.params
         seen: set[int] = set()
         params = []
         for group in self.optimizer.param_groups:
@@ -139,27 +155,33 @@ class GRUTrainerMixin:
         return params
 
     @functools.cached_property
+    def _gru_layout(self) -> list[tuple[torch.Size, torch.dtype, torch.device]]:
+        """Shape, dtype and device of this rank's gradient of each trainable param."""
+        if self._gru_zero is not None:
+            return self._gru_zero.layout()
+        return [(p.shape, p.dtype, p.device) for p in self._gru_trainable]
+
+    @functools.cached_property
     def _gru_ema_buffers(self) -> list[torch.Tensor]:
         """The reference EMA r, one flat buffer per dtype and device; r₀ = 0.
 
         Flat, so that averaging it across ranks is one in-place collective.
         """
         sizes: dict[tuple[torch.dtype, torch.device], int] = {}
-        for param in self._gru_trainable:
-            key = (param.dtype, param.device)
-            sizes[key] = sizes.get(key, 0) + param.numel()
+        for shape, dtype, device in self._gru_layout:
+            sizes[dtype, device] = sizes.get((dtype, device), 0) + shape.numel()
         return [torch.zeros(n, dtype=d, device=dev) for (d, dev), n in sizes.items()]
 
     @functools.cached_property
     def _gru_ema(self) -> list[torch.Tensor]:
-        """r as one view per trainable parameter, into ``_gru_ema_buffers``."""
+        """r as one tensor per trainable parameter, views into ``_gru_ema_buffers``."""
         buffers = {(b.dtype, b.device): b for b in self._gru_ema_buffers}
         offsets = dict.fromkeys(buffers, 0)
         ema = []
-        for param in self._gru_trainable:
-            key = (param.dtype, param.device)
-            start, offsets[key] = offsets[key], offsets[key] + param.numel()
-            ema.append(buffers[key][start : offsets[key]].view_as(param))
+        for shape, dtype, device in self._gru_layout:
+            key = (dtype, device)
+            start, offsets[key] = offsets[key], offsets[key] + shape.numel()
+            ema.append(buffers[key][start : offsets[key]].view(shape))
         if self._gru_resumed_state is not None:
             names = self._gru_trainable_names
             if set(self._gru_resumed_state) != set(names):
@@ -190,6 +212,12 @@ class GRUTrainerMixin:
             resume_from_checkpoint = self.args.resume_from_checkpoint
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
+    @property
+    def _gru_state_file(self) -> str:
+        if not self.is_deepspeed_enabled:
+            return STATE_FILE
+        return f"gru_state.rank{self.args.process_index}.safetensors"
+
     def _save_checkpoint(self, model, trial, metrics=None):
         super()._save_checkpoint(model, trial, metrics=metrics)
         if "_gru_ema" not in self.__dict__:
@@ -201,14 +229,16 @@ class GRUTrainerMixin:
         state = dict(zip(self._gru_trainable_names, self._gru_ema, strict=True))
         state[NONFINITE_KEY] = torch.tensor(self.gru_nonfinite)
         save_file(
-            {k: v.contiguous() for k, v in state.items()}, f"{folder}/{STATE_FILE}"
+            {k: v.contiguous() for k, v in state.items()},
+            os.path.join(folder, self._gru_state_file),
         )
 
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        if not self.gru_settings.enabled:
+    def _load_optimizer_and_scheduler(self, resume_from_checkpoint):
+        """Load GRU's state with the optimizer's: the one hook every engine passes."""
+        super()._load_optimizer_and_scheduler(resume_from_checkpoint)
+        if resume_from_checkpoint is None or not self.gru_settings.enabled:
             return
-        path = os.path.join(resume_from_checkpoint, STATE_FILE)
+        path = os.path.join(resume_from_checkpoint, self._gru_state_file)
         if os.path.exists(path):
             state = load_file(path)
             self.gru_nonfinite = int(state.pop(NONFINITE_KEY, torch.tensor(0)))
@@ -217,7 +247,7 @@ class GRUTrainerMixin:
             logger.warning(
                 "GRU: %s has no %s; the reference EMA restarts from zero",
                 resume_from_checkpoint,
-                STATE_FILE,
+                self._gru_state_file,
             )
 
     # -- one micro-batch ---------------------------------------------------------
@@ -234,31 +264,62 @@ class GRUTrainerMixin:
     def training_step(self, model, inputs, *args, **kwargs):
         if not self.gru_settings.enabled:
             return super().training_step(model, inputs, *args, **kwargs)
+        zero = self._gru_zero_gradients()
         self._open_step()
-        if self.gru_fast_path:
-            self._gru_captured = []
-            try:
-                loss = super().training_step(model, inputs, *args, **kwargs)
-            finally:
-                captured, self._gru_captured = self._gru_captured, None
-            if not captured:
-                raise RuntimeError(
-                    f"GRU: {type(self).__name__}.compute_loss did not call "
-                    "compute_retain_loss; set gru.fast_path=false"
-                )
-            for index, (retain_loss, cut) in enumerate(captured):
-                self._backward_reference(retain_loss, index == 0, cut.grad)
+        if zero is None:
+            backward, reducing = self._backward_reference, contextlib.nullcontext()
         else:
-            loss = super().training_step(model, inputs, *args, **kwargs)
-            retain = self._prepare_inputs(_retain_batch(inputs))
-            with self.compute_loss_context_manager():
-                # The bare module: a second pass through DDP's reducer is not
-                # synced (and can confuse it); _average_across_ranks syncs r.
-                retain_loss = self._reference_loss(self.model, retain)
-            self._backward_reference(retain_loss, True, None)
-        if self._at_step_boundary():
-            self._rectify()
+            backward = self._zero_backward_reference
+            reducing = zero.reducing_every_backward()
+        with reducing:
+            if self.gru_fast_path:
+                self._gru_captured = []
+                try:
+                    loss = super().training_step(model, inputs, *args, **kwargs)
+                finally:
+                    captured, self._gru_captured = self._gru_captured, None
+                if not captured:
+                    raise RuntimeError(
+                        f"GRU: {type(self).__name__}.compute_loss did not call "
+                        "compute_retain_loss; set gru.fast_path=false"
+                    )
+                for index, (retain_loss, cut) in enumerate(captured):
+                    backward(retain_loss, index == 0, cut.grad)
+            else:
+                loss = super().training_step(model, inputs, *args, **kwargs)
+                retain = self._prepare_inputs(_retain_batch(inputs))
+                with self.compute_loss_context_manager():
+                    # Plain or DDP: the bare module, since a second pass through
+                    # DDP's reducer is not synced (and can confuse it);
+                    # _average_across_ranks syncs r. DeepSpeed: its engine.
+                    retain_loss = self._reference_loss(
+                        self.model if zero is None else model, retain
+                    )
+                backward(retain_loss, True, None)
+        if zero is None:
+            if self._at_step_boundary():
+                self._rectify()
+        else:
+            if zero.at_boundary():
+                self._rectify()
+            zero.engine.step()  # held back from accelerate's backward, see below
         return loss
+
+    def _gru_zero_gradients(self) -> ZeroGradients | None:
+        """Under DeepSpeed: the engine's gradient partitions, and its step held back.
+
+        accelerate's backward runs ``engine.backward`` and then ``engine.step``,
+        which clips and steps at the boundary; GRU must act between the two, so the
+        wrapper's backward is bound to ``engine.backward`` alone and
+        ``training_step`` calls ``engine.step`` itself.
+        """
+        if not self.is_deepspeed_enabled:
+            return None
+        if self._gru_zero is None:
+            wrapper = self.accelerator.deepspeed_engine_wrapped
+            wrapper.backward = wrapper.engine.backward
+            self._gru_zero = ZeroGradients(wrapper.engine)
+        return self._gru_zero
 
     def _reference_loss(self, model, retain: dict[str, torch.Tensor]):
         if self.gru_settings.reference == "host":
@@ -311,6 +372,35 @@ class GRUTrainerMixin:
                 handle.remove()
             for param in params:
                 param.grad = unlearning[id(param)]
+
+    def _zero_backward_reference(
+        self,
+        retain_loss: torch.Tensor,
+        into_ema: bool,
+        weight_in_loss: torch.Tensor | None,
+    ) -> None:
+        """``_backward_reference`` through a ZeRO engine, on its local partition.
+
+        The engine adds the reference gradient t (averaged over ranks) to the
+        partition that holds g; t is the difference, and g is put back (plus
+        ``weight_in_loss``·t on the fast path). Extra memory: one partition copy.
+        """
+        zero = self._gru_zero
+        unlearning = [piece.clone() for piece in zero.read()]
+        zero.engine.backward(retain_loss, scale_wrt_gas=False)
+        pieces = zero.read()
+        torch._foreach_sub_(pieces, unlearning)
+        if into_ema:
+            gas = self.args.gradient_accumulation_steps
+            torch._foreach_add_(
+                self._gru_ema, pieces, alpha=self.gru_settings.gamma / gas
+            )
+        if weight_in_loss is None:
+            zero.write(unlearning)
+        else:
+            torch._foreach_mul_(pieces, weight_in_loss)
+            torch._foreach_add_(pieces, unlearning)
+            zero.write(pieces)
 
     def _at_step_boundary(self) -> bool:
         """The Trainer's own boundary, read from accelerate's gradient state.
@@ -370,6 +460,18 @@ class GRUTrainerMixin:
 
     def _rectify(self) -> None:
         self._gru_step_open = False
+        if self._gru_zero is not None:
+            pieces = self._gru_zero.read()
+            sum_over_ranks = functools.partial(
+                _sum_over_ranks, device=self._gru_ema_buffers[0].device
+            )
+            stats = rectify_(
+                pieces, self._gru_ema, self._gru_coefficient, sum_over_ranks
+            )
+            if stats.fired:
+                self._gru_zero.write(pieces)
+            self._gru_record(stats)
+            return
         self._average_across_ranks()
         params = self._gru_trainable
         grads = [p.grad for p in params]
@@ -378,6 +480,9 @@ class GRUTrainerMixin:
             for param, grad in zip(params, grads, strict=True):
                 if param.grad is None:
                     param.grad = grad
+        self._gru_record(stats)
+
+    def _gru_record(self, stats: RectifyStats) -> None:
         if not stats.finite:
             self._gru_on_nonfinite(stats)
         self.gru_history.append(stats)
@@ -418,6 +523,17 @@ class GRUTrainerMixin:
                 logs[f"gru/{field}"] = sum(values) / len(values)
             logs["gru/nonfinite"] = self.gru_nonfinite
         super().log(logs, *args, **kwargs)
+
+
+def _sum_over_ranks(sums: tuple[float, ...], device: torch.device) -> tuple[float, ...]:
+    """Add each rank's partial sums: one collective of a few scalars."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return sums
+    totals = torch.tensor(sums, dtype=torch.float64, device=device)
+    dist.all_reduce(totals)
+    return tuple(totals.tolist())
 
 
 @functools.cache

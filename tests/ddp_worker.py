@@ -2,6 +2,8 @@
 
     python tests/ddp_worker.py --out DIR --grad-accum 2
     torchrun --nproc_per_node 2 tests/ddp_worker.py --out DIR --grad-accum 1
+    DS_ACCELERATOR=cpu LOCAL_SIZE=2 torchrun --nproc_per_node 2 \
+        tests/ddp_worker.py --out DIR --grad-accum 1 --zero-stage 3
 
 Both see the same global batches: the sampler is sequential and accelerate hands
 consecutive per-device batches to consecutive ranks. Each rank writes the GRU
@@ -11,6 +13,7 @@ statistics of every step to ``rank<N>.json``; rank 0 writes ``weights.pt``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -41,7 +44,13 @@ def main() -> None:
     parser.add_argument("--grad-accum", type=int, required=True)
     parser.add_argument("--method", choices=sorted(BASES), default="GradDiff")
     parser.add_argument("--no-fast-path", action="store_true")
+    parser.add_argument("--zero-stage", type=int, choices=(1, 2, 3))
     options = parser.parse_args()
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if options.zero_stage:
+        engine = {"deepspeed": deepspeed_config(options.zero_stage)}
+    else:
+        engine = {"use_cpu": True, "ddp_backend": "gloo" if distributed else None}
 
     class Sequential(gru_trainer_class(BASES[options.method])):
         def _get_train_sampler(self):
@@ -53,8 +62,8 @@ def main() -> None:
         gradient_accumulation_steps=options.grad_accum,
         max_steps=4,
         learning_rate=0.05,
-        **TOY_ARGS,
-        ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        **{k: v for k, v in TOY_ARGS.items() if k != "use_cpu"},
+        **engine,
     )
     settings = GRUSettings(fast_path=not options.no_fast_path)
     trainer = Sequential(
@@ -78,8 +87,33 @@ def main() -> None:
     }
     options.out.mkdir(parents=True, exist_ok=True)
     (options.out / f"rank{rank}.json").write_text(json.dumps(record))
+    with gathered(trainer.model, options.zero_stage == 3):
+        weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     if rank == 0:
-        torch.save(trainer.model.state_dict(), options.out / "weights.pt")
+        torch.save(weights, options.out / "weights.pt")
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def deepspeed_config(stage: int) -> dict:
+    """The host's accelerate DeepSpeed style: everything "auto" from the Trainer."""
+    return {
+        "train_micro_batch_size_per_gpu": "auto",
+        "train_batch_size": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "zero_optimization": {"stage": stage},
+        "zero_allow_untested_optimizer": True,
+    }
+
+
+def gathered(model: torch.nn.Module, sharded: bool):
+    """ZeRO-3 keeps each rank's slice of the weights; gather them to compare."""
+    if not sharded:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(model.parameters()))
 
 
 if __name__ == "__main__":

@@ -45,12 +45,19 @@ def main() -> None:
     parser.add_argument("--method", choices=sorted(BASES), default="GradDiff")
     parser.add_argument("--no-fast-path", action="store_true")
     parser.add_argument("--zero-stage", type=int, choices=(1, 2, 3))
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--save-steps", type=int, help="checkpoint every N steps")
+    parser.add_argument("--resume-from", help="a checkpoint folder to resume from")
     options = parser.parse_args()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    cpu = options.device == "cpu"
     if options.zero_stage:
         engine = {"deepspeed": deepspeed_config(options.zero_stage)}
     else:
-        engine = {"use_cpu": True, "ddp_backend": "gloo" if distributed else None}
+        backend = ("gloo" if cpu else "nccl") if distributed else None
+        engine = {"use_cpu": cpu, "ddp_backend": backend}
+    if options.save_steps:
+        engine |= {"save_strategy": "steps", "save_steps": options.save_steps}
 
     class Sequential(gru_trainer_class(BASES[options.method])):
         def _get_train_sampler(self):
@@ -62,7 +69,7 @@ def main() -> None:
         gradient_accumulation_steps=options.grad_accum,
         max_steps=4,
         learning_rate=0.05,
-        **{k: v for k, v in TOY_ARGS.items() if k != "use_cpu"},
+        **{k: v for k, v in TOY_ARGS.items() if k not in engine and k != "use_cpu"},
         **engine,
     )
     settings = GRUSettings(fast_path=not options.no_fast_path)
@@ -74,7 +81,7 @@ def main() -> None:
         gru_settings=settings,
     )
     trainer.seen = []
-    trainer.train()
+    trainer.train(resume_from_checkpoint=options.resume_from)
     rank = trainer.args.process_index
     history = [
         {"coef": s.coef, "cos": s.cos, "fired": s.fired} for s in trainer.gru_history
@@ -84,11 +91,16 @@ def main() -> None:
         "engine": trainer.accelerator.distributed_type.value,
         "fast_path": trainer.gru_fast_path,
         "history": history,
+        # GRU's persistent memory on this rank, and the model's trainable size.
+        "ema_elements": sum(b.numel() for b in trainer._gru_ema_buffers),
+        "trainable_elements": sum(
+            p.numel() for p in trainer.model.parameters() if p.requires_grad
+        ),
     }
     options.out.mkdir(parents=True, exist_ok=True)
     (options.out / f"rank{rank}.json").write_text(json.dumps(record))
     with gathered(trainer.model, options.zero_stage == 3):
-        weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        weights = {k: v.cpu().clone() for k, v in trainer.model.state_dict().items()}
     if rank == 0:
         torch.save(weights, options.out / "weights.pt")
     if torch.distributed.is_initialized():

@@ -5,6 +5,8 @@
     DS_ACCELERATOR=cpu LOCAL_SIZE=2 torchrun --nproc_per_node 2 \
         tests/ddp_worker.py --out DIR --grad-accum 1 --zero-stage 3
 
+``launch`` runs it in a subprocess, with the environment each device needs.
+
 Both see the same global batches: the sampler is sequential and accelerate hands
 consecutive per-device batches to consecutive ranks. Each rank writes the GRU
 statistics of every step to ``rank<N>.json``; rank 0 writes ``weights.pt``.
@@ -16,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -36,6 +39,43 @@ from gru_plugin.settings import GRUSettings
 from gru_plugin.trainer import gru_trainer_class
 
 BASES = {"GradAscent": GradientAscent, "GradDiff": GradDiff}
+
+
+def deepspeed_shm_buffers() -> set[Path]:
+    """DeepSpeed's CPU all-reduce buffers, never unlinked (0.15: ~135 MB each)."""
+    return set(Path("/dev/shm").glob("deepspeed_allreduce_buffer*"))
+
+
+def launch(out: Path, processes: int, device: str, *options: str) -> list[dict]:
+    """Run this worker on ``processes`` processes; each rank's record."""
+    launcher = [sys.executable]
+    if processes > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone"]
+        launcher += [f"--nproc_per_node={processes}"]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        # DeepSpeed 0.15's checkpoints hold pickled enums: torch >= 2.6 refuses them.
+        "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",
+    }
+    if device == "cpu":
+        # DeepSpeed on CPU; LOCAL_SIZE spares ZeRO-3 a call to the numactl binary.
+        env |= {"DS_ACCELERATOR": "cpu", "LOCAL_SIZE": str(processes)}
+    leaked_before = deepspeed_shm_buffers()
+    try:
+        done = subprocess.run(
+            [*launcher, __file__, f"--out={out}", f"--device={device}", *options],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        for buffer in deepspeed_shm_buffers() - leaked_before:
+            buffer.unlink(missing_ok=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"worker failed:\n{done.stderr[-3000:]}")
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(processes)]
 
 
 def main() -> None:

@@ -7,17 +7,14 @@ GPU per process, so the 2-process cases need 2 GPUs).
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from accelerate.utils import DistributedType
+from ddp_worker import launch
 
-WORKER = Path(__file__).with_name("ddp_worker.py")
 DEVICE = os.environ.get("GRU_TEST_DEVICE", "cpu")
 
 
@@ -27,28 +24,7 @@ def run_worker(out: Path, processes: int, *options: str) -> list[dict]:
             f"GRU_TEST_DEVICE=cuda: {processes} processes need {processes} GPUs "
             "(the Trainer binds rank k to cuda:k)"
         )
-    launcher = [sys.executable]
-    if processes > 1:
-        launcher += ["-m", "torch.distributed.run", "--standalone"]
-        launcher += [f"--nproc_per_node={processes}"]
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        # DeepSpeed 0.15's checkpoints hold pickled enums: torch >= 2.6 refuses them.
-        "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",
-    }
-    if DEVICE == "cpu":
-        # DeepSpeed on CPU; LOCAL_SIZE spares ZeRO-3 a call to the numactl binary.
-        env |= {"DS_ACCELERATOR": "cpu", "LOCAL_SIZE": str(processes)}
-    done = subprocess.run(
-        [*launcher, str(WORKER), f"--out={out}", f"--device={DEVICE}", *options],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(processes)]
+    return launch(out, processes, DEVICE, *options)
 
 
 PATHS = [

@@ -1,10 +1,11 @@
 """``gru-plugin upstream --out DIR``: GRU as the files of a pull request to the host.
 
 The host's trainer module is assembled from this package's own modules (the math,
-the strategies, the settings and the Trainer mixin), with the pluggy layer replaced
-by a fixed table of the built-in strategies, and one registered ``<M>_GRU`` class
-per method. Written into a host checkout, ``src/trainer/__init__.py`` also gets the
-import and the registrations; anywhere else, the lines to add are printed.
+the strategies, the settings, the DeepSpeed partition access and the Trainer mixin),
+with the pluggy layer replaced by a fixed table of the built-in strategies, and one
+registered ``<M>_GRU`` class per method. Written into a host checkout,
+``src/trainer/__init__.py`` also gets the import and the registrations; anywhere
+else, the lines to add are printed.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from gru_plugin import rectify, settings, strategies, trainer
+from gru_plugin import rectify, settings, strategies, trainer, zero
 
-SOURCES = (rectify, strategies, settings, trainer)
+SOURCES = (rectify, strategies, settings, zero, trainer)
 """Modules inlined into the host module, in dependency order."""
 
 DROPPED = {"register_strategies", "gru_trainer_class"}

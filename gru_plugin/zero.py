@@ -37,9 +37,11 @@ class ZeroGradients:
         else:
             raise ValueError(
                 f"GRU under DeepSpeed needs a ZeRO optimizer (stage 1, 2 or 3); this "
-                f"engine runs {type(optimizer).__name__} (for example bf16 with "
-                "ZeRO-0/1 uses BF16_Optimizer). Set zero_optimization.stage to 1, 2 "
-                "or 3 in the DeepSpeed config, or set gru.enabled=false"
+                f"engine runs {type(optimizer).__name__} (DeepSpeed picks "
+                "BF16_Optimizer for bf16 without ZeRO, or with ZeRO-1 and fp32 "
+                "gradient accumulation). Set zero_optimization.stage to 1, 2 or 3 in "
+                "the DeepSpeed config (ZeRO-1 with the default data_types), or set "
+                "gru.enabled=false"
             )
         if getattr(optimizer, "cpu_offload", False) or getattr(
             optimizer, "offload_optimizer", False

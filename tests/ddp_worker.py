@@ -89,12 +89,19 @@ def main() -> None:
     parser.add_argument("--save-steps", type=int, help="checkpoint every N steps")
     parser.add_argument("--resume-from", help="a checkpoint folder to resume from")
     options = parser.parse_args()
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     cpu = options.device == "cpu"
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    backend = ("gloo" if cpu else "nccl") if world > 1 else None
+    shared_gpu = not cpu and torch.cuda.device_count() < world
+    if shared_gpu:
+        # Fewer GPUs than ranks: every rank on cuda:0 (the Trainer binds rank k to
+        # cuda:LOCAL_RANK), over gloo, since NCCL refuses two ranks on one GPU.
+        os.environ["LOCAL_RANK"] = "0"
+        backend = "gloo"
     if options.zero_stage:
         engine = {"deepspeed": deepspeed_config(options.zero_stage)}
+        engine |= {"ddp_backend": backend} if shared_gpu else {}
     else:
-        backend = ("gloo" if cpu else "nccl") if distributed else None
         engine = {"use_cpu": cpu, "ddp_backend": backend}
     if options.save_steps:
         engine |= {"save_strategy": "steps", "save_steps": options.save_steps}

@@ -462,9 +462,7 @@ class GRUTrainerMixin:
         self._gru_step_open = False
         if self._gru_zero is not None:
             pieces = self._gru_zero.read()
-            sum_over_ranks = functools.partial(
-                _sum_over_ranks, device=self._gru_ema_buffers[0].device
-            )
+            sum_over_ranks = functools.partial(_sum_over_ranks, device=self.args.device)
             stats = rectify_(
                 pieces, self._gru_ema, self._gru_coefficient, sum_over_ranks
             )

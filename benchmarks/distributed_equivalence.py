@@ -18,11 +18,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from ddp_worker import launch  # noqa: E402
+from ddp_worker import launch, max_weight_difference  # noqa: E402
 
 PATHS = {
     "fast path (GradDiff)": (["--method=GradDiff"], 2),
@@ -36,12 +34,7 @@ def relative_differences(a: list[float], b: list[float]) -> float:
 
 
 def compare(one: Path, two: Path, single: dict, ranks: list[dict]) -> list[str]:
-    weights_one = torch.load(one / "weights.pt", map_location="cpu")
-    weights_two = torch.load(two / "weights.pt", map_location="cpu")
-    weight_error = max(
-        ((weights_two[k] - w).norm() / w.norm().clamp_min(1e-12)).item()
-        for k, w in weights_one.items()
-    )
+    weight_error = max_weight_difference(one, two)
     coefs = [[step["coef"] for step in r["history"]] for r in (single, *ranks)]
     fired = [c for c in coefs[0] if c != 0.0]
     coef_error = relative_differences(fired, [c for c in coefs[1] if c != 0.0])

@@ -78,6 +78,16 @@ def launch(out: Path, processes: int, device: str, *options: str) -> list[dict]:
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(processes)]
 
 
+def max_weight_difference(one: Path, two: Path) -> float:
+    """The largest relative L2 difference of a final weight between two runs."""
+    weights_one = torch.load(one / "weights.pt", map_location="cpu")
+    weights_two = torch.load(two / "weights.pt", map_location="cpu")
+    return max(
+        ((weights_two[name] - weight).norm() / weight.norm().clamp_min(1e-12)).item()
+        for name, weight in weights_one.items()
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)

@@ -1,0 +1,37 @@
+"""Where the gradients live, by training engine: the one place an engine is chosen.
+
+An engine module gives GRU the gradient pieces it rectifies and the reference
+backward that fills r, in one class with ``handles(trainer)``,
+``state_file(trainer)``, ``layout()``, ``reference_model(model)``,
+``backward_reference(loss, into, alpha, weight_in_loss)``, ``at_boundary()``,
+``end_micro_batch()`` and ``rectify(reference, coefficient)``. Adding an engine
+(FSDP2 next) is one module and one line in ``ENGINES``.
+"""
+
+from __future__ import annotations
+
+from accelerate.utils import DistributedType
+
+from gru_plugin.engines.local import LocalGradients
+from gru_plugin.engines.zero import ZeroGradients
+
+ENGINES = (ZeroGradients, LocalGradients)
+"""Asked in order; the first whose ``handles(trainer)`` is true owns the gradients."""
+
+UNSUPPORTED_ENGINES = {
+    DistributedType.FSDP: "FSDP shards the gradients where GRU cannot see them yet",
+}
+"""Engines GRU refuses before training, and why."""
+
+
+def engine_class_for(trainer) -> type:
+    """The engine class for ``trainer``'s run, or an error naming the fix."""
+    engine = trainer.accelerator.distributed_type
+    if engine in UNSUPPORTED_ENGINES:
+        raise ValueError(
+            f"GRU does not support {engine.value} yet: "
+            f"{UNSUPPORTED_ENGINES[engine]}. Run on one process, with plain DDP "
+            "(accelerate launch --multi_gpu, or torchrun) or with DeepSpeed "
+            "ZeRO-1/2/3, or set gru.enabled=false"
+        )
+    return next(cls for cls in ENGINES if cls.handles(trainer))

@@ -1,0 +1,203 @@
+"""DeepSpeed ZeRO-1/2/3: this rank's piece of the gradient the engine accumulates.
+
+Under DeepSpeed ``param.grad`` is None: the engine reduces every backward into
+gradient partitions of its own, and each rank holds only its partition. GRU reads
+and writes those partitions in place, so r is sharded the same way and no full
+gradient is ever gathered; the sums of the projection are added over ranks once
+per step. ZeRO-3 offers a public local API for this; ZeRO-1/2 keep the partition
+of each parameter as a fragment that its ``_hp_mapping`` points to (the same
+fragment ``safe_set_full_grad`` writes).
+
+ZeRO-1 reduces only at the accumulation boundary and keeps the micro-steps before
+it in ``param.grad``, unreduced; GRU makes it reduce at every backward, as ZeRO-2
+does, so that the partition always holds the global sum so far.
+
+accelerate's wrapper runs ``engine.backward`` and then, at the boundary,
+``engine.step``, which clips and steps; GRU must act between the two, so the
+wrapper's backward is bound to ``ZeroGradients.backward`` and ``end_micro_batch``
+calls ``engine.step`` after GRU rectified.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import torch
+
+from gru_plugin.rectify import Coefficient, RectifyStats, rectify_
+from gru_plugin.reference import Layout, ReferenceEMA
+
+
+class ZeroGradients:
+    """Local gradient pieces, one per trainable parameter that has one on this rank."""
+
+    @staticmethod
+    def handles(trainer) -> bool:
+        return trainer.is_deepspeed_enabled
+
+    @staticmethod
+    def state_file(trainer) -> str:
+        """Each rank keeps its shard of r."""
+        return f"gru_state.rank{trainer.args.process_index}.safetensors"
+
+    def __init__(self, trainer) -> None:
+        from deepspeed.runtime.zero.stage3 import DeepSpeedZeroOptimizer_Stage3
+        from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer
+
+        wrapper = trainer.accelerator.deepspeed_engine_wrapped
+        engine = wrapper.engine
+        optimizer = engine.optimizer
+        if isinstance(optimizer, DeepSpeedZeroOptimizer_Stage3):
+            groups = optimizer.fp16_groups
+            self.stage3 = True
+        elif isinstance(optimizer, DeepSpeedZeroOptimizer):
+            groups = optimizer.bit16_groups
+            self.stage3 = False
+        else:
+            raise ValueError(
+                f"GRU under DeepSpeed needs a ZeRO optimizer (stage 1, 2 or 3); this "
+                f"engine runs {type(optimizer).__name__} (DeepSpeed picks "
+                "BF16_Optimizer for bf16 without ZeRO, or with ZeRO-1 and fp32 "
+                "gradient accumulation). Set zero_optimization.stage to 1, 2 or 3 in "
+                "the DeepSpeed config (ZeRO-1 with the default data_types), or set "
+                "gru.enabled=false"
+            )
+        if getattr(optimizer, "cpu_offload", False) or getattr(
+            optimizer, "offload_optimizer", False
+        ):
+            raise ValueError(
+                "GRU does not support DeepSpeed's optimizer offload yet: remove "
+                "zero_optimization.offload_optimizer from the DeepSpeed config, or "
+                "set gru.enabled=false"
+            )
+        self.engine = engine
+        self.optimizer = optimizer
+        self.device = trainer.args.device
+        self._boundary_hint: bool | None = None
+        wrapper.backward = self.backward  # the engine's step is held back
+        params = [p for group in groups for p in group]
+        if self.stage3:
+            self.params = params
+        else:  # a parameter outside this rank's partition has no fragment here
+            self.params = [p for p in params if p._hp_mapping is not None]
+
+    def layout(self) -> Layout:
+        """Shape, dtype and device of each local piece, before any backward."""
+        if self.stage3:
+            return [
+                (p.ds_tensor.shape, torch.float32, p.ds_tensor.device)
+                for p in self.params
+            ]
+        dtype = self.optimizer.gradient_accumulation_dtype
+        return [
+            (
+                torch.Size([p._hp_mapping.lp_fragment_address.numel]),
+                dtype,
+                p._hp_mapping.hp_fragment.device,
+            )
+            for p in self.params
+        ]
+
+    def read(self) -> list[torch.Tensor]:
+        """The pieces after a backward; ZeRO-1/2's are flat views of the partition."""
+        if self.stage3:
+            from deepspeed.utils import safe_get_local_grad
+
+            return [safe_get_local_grad(p) for p in self.params]
+        return [
+            p._hp_mapping.get_lp_grad_fragment(p._index_in_param_group).view(-1)
+            for p in self.params
+        ]
+
+    def write(self, pieces: list[torch.Tensor]) -> None:
+        """Store pieces (ZeRO-3's ``read`` may return copies, e.g. of bf16 grads)."""
+        if self.stage3:
+            from deepspeed.utils import safe_set_local_grad
+
+            for param, piece in zip(self.params, pieces, strict=True):
+                safe_set_local_grad(param, piece)
+            return
+        for target, piece in zip(self.read(), pieces, strict=True):
+            if target.data_ptr() != piece.data_ptr():
+                target.copy_(piece)
+
+    def backward(self, loss: torch.Tensor, sync_gradients=None, **kwargs) -> None:
+        """accelerate's backward without the step.
+
+        accelerate >= 1.8 passes ``sync_gradients`` (the Trainer's boundary) and
+        sets it on the engine; older versions let the engine count micro-steps.
+        """
+        self._boundary_hint = sync_gradients
+        self._engine_backward(loss, **kwargs)
+
+    def _engine_backward(self, loss: torch.Tensor, **kwargs) -> None:
+        """``engine.backward``, reduced into the partition (ZeRO-1 too, see above)."""
+        if not self.stage3 and not self.optimizer.partition_gradients:
+            self.engine.set_gradient_accumulation_boundary(True)
+        elif self._boundary_hint is not None:
+            self.engine.set_gradient_accumulation_boundary(self._boundary_hint)
+        try:
+            self.engine.backward(loss, **kwargs)
+        finally:
+            self.engine.set_gradient_accumulation_boundary(self._boundary_hint)
+
+    def reference_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The engine, so that the reference backward lands in the partition."""
+        return model
+
+    def backward_reference(
+        self,
+        loss: torch.Tensor,
+        into: Sequence[torch.Tensor] | None,
+        alpha: float,
+        weight_in_loss: torch.Tensor | None,
+    ) -> None:
+        """Back-propagate a retain loss through the engine, on its partition.
+
+        The engine adds the reference gradient t (averaged over ranks) to the
+        partition that holds g; t is the difference, added as alpha·t to ``into``
+        (r). g is put back, plus ``weight_in_loss``·t on the fast path. Extra
+        memory: one partition copy.
+        """
+        unlearning = [piece.clone() for piece in self.read()]
+        self._engine_backward(loss, scale_wrt_gas=False)
+        pieces = self.read()
+        torch._foreach_sub_(pieces, unlearning)
+        if into:
+            torch._foreach_add_(into, pieces, alpha=alpha)
+        if weight_in_loss is None:
+            self.write(unlearning)
+        else:
+            torch._foreach_mul_(pieces, weight_in_loss)
+            torch._foreach_add_(pieces, unlearning)
+            self.write(pieces)
+
+    def at_boundary(self) -> bool:
+        """Whether the engine steps its optimizer after this micro-batch."""
+        return self.engine.is_gradient_accumulation_boundary()
+
+    def end_micro_batch(self) -> None:
+        """The engine's step, held back from accelerate's backward (see above)."""
+        self.engine.step()
+
+    def rectify(
+        self, reference: ReferenceEMA, coefficient: Coefficient
+    ) -> RectifyStats:
+        pieces = self.read()
+        add_over_ranks = functools.partial(sum_over_ranks, device=self.device)
+        stats = rectify_(pieces, reference.tensors, coefficient, add_over_ranks)
+        if stats.fired:
+            self.write(pieces)
+        return stats
+
+
+def sum_over_ranks(sums: tuple[float, ...], device: torch.device) -> tuple[float, ...]:
+    """Add each rank's partial sums: one collective of a few scalars."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return sums
+    totals = torch.tensor(sums, dtype=torch.float64, device=device)
+    dist.all_reduce(totals)
+    return tuple(totals.tolist())

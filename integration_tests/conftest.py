@@ -44,15 +44,21 @@ def run_host(tiny_model, tmp_path_factory):
     cache: dict[tuple[str, ...], Run] = {}
     root = tmp_path_factory.mktemp("runs")
 
-    def run(*overrides: str, launcher: Path | None = None) -> Run:
-        """Run through ``gru-unlearn``, or a ``launcher`` script that ends in it."""
-        key = (*overrides, str(launcher))
+    def run(
+        *overrides: str,
+        launcher: Path | None = None,
+        host: Path = HOST,
+        executable: str = GRU_UNLEARN,
+    ) -> Run:
+        """Run through ``gru-unlearn``, or a ``launcher`` script that ends in it;
+        ``host`` and the ``executable`` of another environment run another host."""
+        key = (*overrides, str(launcher), str(host), executable)
         if key in cache:
             return cache[key]
         out = root / f"run{len(cache)}"
         command = [
-            *([sys.executable, str(launcher)] if launcher else [GRU_UNLEARN]),
-            f"--host={HOST}",
+            *([sys.executable, str(launcher)] if launcher else [executable]),
+            f"--host={host}",
             f"--data-dir={TOFU}",
             *([] if has_experiment(overrides) else DEFAULT_EXPERIMENT),
             *CPU_RUN,

@@ -13,7 +13,7 @@ import shutil
 import pytest
 from host_runs import METHOD_OVERRIDES
 
-from gru_plugin.trainer import STATE_FILE
+from gru_plugin.engines.local import STATE_FILE
 
 CHECKPOINTING = [
     "trainer.args.save_strategy=steps",

@@ -15,8 +15,10 @@ from trainer.unlearn.grad_diff import GradDiff
 from gru_plugin.cli import gru_unlearn
 
 class HalfDiff(GradDiff):
-    def compute_loss(self, model, inputs, return_outputs=False):
-        return 0.5 * super().compute_loss(model, inputs, return_outputs)
+    def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
+        return 0.5 * super().compute_loss(
+            model, inputs, return_outputs=return_outputs, **kwargs
+        )
 
 _register_trainer(HalfDiff)
 gru_unlearn()

@@ -97,11 +97,16 @@ def test_fsdp_is_refused(monkeypatch, tmp_path):
 def test_a_deepspeed_engine_without_zero_is_refused():
     from types import SimpleNamespace
 
-    from gru_plugin.zero import ZeroGradients
+    from gru_plugin.engines.zero import ZeroGradients
 
     plain = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    engine = SimpleNamespace(optimizer=plain)
+    wrapper = SimpleNamespace(engine=engine)
+    trainer = SimpleNamespace(
+        accelerator=SimpleNamespace(deepspeed_engine_wrapped=wrapper)
+    )
     with pytest.raises(ValueError, match="zero_optimization.stage to 1, 2 or 3"):
-        ZeroGradients(SimpleNamespace(optimizer=plain))
+        ZeroGradients(trainer)
 
 
 def test_zero3_resume_restores_each_ranks_ema_shard(tmp_path):

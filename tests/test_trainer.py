@@ -66,7 +66,7 @@ class GradientAscent(Trainer):
     def loss_of(model, inputs):
         return -model(**inputs["forget"]).loss
 
-    def compute_loss(self, model, inputs, return_outputs=False):
+    def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
         self.seen.append((self.state.global_step, inputs))
         return self.loss_of(model, inputs)
 
@@ -84,7 +84,7 @@ class GradDiff(GradientAscent):
     def loss_of(model, inputs):
         return -model(**inputs["forget"]).loss + 0.7 * model(**inputs["retain"]).loss
 
-    def compute_loss(self, model, inputs, return_outputs=False):
+    def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
         self.seen.append((self.state.global_step, inputs))
         forget = -model(**inputs["forget"]).loss
         return forget + self.alpha * self.compute_retain_loss(model, inputs["retain"])
@@ -219,7 +219,7 @@ def test_bf16_parameters(tmp_path):
         4, 2, 1, GRUSettings(), tmp_path, dtype=torch.bfloat16
     )
     trainer.train()
-    assert all(t.dtype == torch.bfloat16 for t in trainer._gru_ema)
+    assert all(t.dtype == torch.bfloat16 for t in trainer.gru_reference.tensors)
     assert len(trainer.gru_history) == 2
     for stats in trainer.gru_history:
         assert all(

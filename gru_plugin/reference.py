@@ -7,11 +7,14 @@ piece of it) sees r as a view into those buffers.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
+
+logger = logging.getLogger(__name__)
 
 Layout = Sequence[tuple[torch.Size, torch.dtype, torch.device]]
 """Shape, dtype and device of each gradient piece that GRU rectifies."""
@@ -68,10 +71,19 @@ def save_gru_state(path: str, reference: ReferenceEMA, nonfinite_steps: int) -> 
     save_file(state, path)
 
 
-def load_gru_state(path: str) -> tuple[dict[str, torch.Tensor], int] | None:
-    """r's tensors by name and the non-finite count, or None without the file."""
+def load_gru_state(path: str) -> tuple[dict[str, torch.Tensor] | None, int]:
+    """r's tensors by name and the non-finite count; (None, 0) without the file."""
     if not os.path.exists(path):
-        return None
+        logger.warning("GRU: no %s; the reference EMA restarts from zero", path)
+        return None, 0
     state = load_file(path)
     nonfinite = int(state.pop(NONFINITE_KEY, torch.tensor(0)))
     return state, nonfinite
+
+
+def parameter_names(
+    model: torch.nn.Module, params: Sequence[torch.Tensor]
+) -> list[str]:
+    """The names ``model`` gives ``params``: the keys of r in a checkpoint."""
+    names = {id(param): name for name, param in model.named_parameters()}
+    return [names[id(param)] for param in params]

@@ -1,18 +1,13 @@
 """GRU as a mixin over any ``transformers.Trainer`` subclass (no host import).
 
-Per micro-batch the wrapped trainer's own ``training_step`` builds the unlearning
-gradient g exactly as the base method does; the reference backward of the same
-retain batch adds its gradient into r (``gru_plugin.reference``). At the step
-boundary g is rectified against r; the Trainer's (or engine's) clipping,
-optimizer and scheduler then take over. Where gradients live and how they are
-reached is the engine's business (``gru_plugin.engines``).
-
-Fast path: when the reference loss is the one the method computes anyway (its
-``compute_retain_loss`` is the mean NLL, or ``gru.reference=host``), the retain
-loss the method returns is cut from its graph. The method's backward then stops
-at the cut, the retain graph is traversed once by the reference backward, and
-that gradient is added into g with the weight the method's loss gave it.
-Otherwise an extra forward+backward of the reference loss provides it.
+Per micro-batch the method's own ``training_step`` builds the unlearning gradient
+g as in the base run, and a reference backward of the same retain batch adds into
+r (``ReferenceEMA``); at the step boundary g is rectified against r, then the
+Trainer (or engine) clips and steps. Where the gradients live is the engine's
+business (``engines``). Fast path: when the reference loss is the method's own
+retain loss, that loss is cut from the method's graph and back-propagated once,
+for r and, weighted as the method weighs it, for g; otherwise an extra
+forward+backward of the reference loss runs.
 """
 
 from __future__ import annotations
@@ -27,22 +22,19 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from gru_plugin.compat import micro_batches_in_step
 from gru_plugin.engines import engine_class_for
+from gru_plugin.fastpath import RetainCut
 from gru_plugin.plugins import make_strategy
 from gru_plugin.rectify import RectifyStats
-from gru_plugin.reference import ReferenceEMA, load_gru_state, save_gru_state
+from gru_plugin.reference import (
+    ReferenceEMA,
+    load_gru_state,
+    parameter_names,
+    save_gru_state,
+)
 from gru_plugin.settings import GRUSettings
 from gru_plugin.steplog import StepLog
 
 logger = logging.getLogger(__name__)
-
-
-def _retain_batch(inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
-    if "retain" not in inputs:
-        raise ValueError(
-            "GRU needs a retain batch: the training data yields no 'retain' key"
-        )
-    retain = inputs["retain"]
-    return {key: retain[key] for key in ("input_ids", "attention_mask", "labels")}
 
 
 class GRUTrainerMixin:
@@ -55,8 +47,16 @@ class GRUTrainerMixin:
             gru_settings.strategy, dict(gru_settings.strategy_args)
         )
         self._gru_engine_class = engine_class_for(self)
-        self._check_gru_setup()
-        self.gru_fast_path = gru_settings.fast_path and self._host_retain_is_reference()
+        has_retain_loss = hasattr(super(), "compute_retain_loss")
+        self._check_gru_setup(has_retain_loss)
+        self.gru_fast_path = (
+            gru_settings.fast_path
+            and has_retain_loss
+            and (
+                gru_settings.reference == "host"
+                or getattr(self, "retain_loss_type", None) == "NLL"
+            )
+        )
         if gru_settings.enabled and not self.gru_fast_path:
             logger.warning(
                 "GRU: not reusing %s's retain backward (gru.reference=%s, "
@@ -71,7 +71,7 @@ class GRUTrainerMixin:
         self._gru_engine = None
         self._gru_resumed: dict[str, torch.Tensor] | None = None
         self._gru_step_open = False
-        self._gru_captured: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._gru_cut = RetainCut()
 
     @property
     def gru_history(self) -> list[RectifyStats]:
@@ -81,18 +81,9 @@ class GRUTrainerMixin:
     def gru_nonfinite(self) -> int:
         return self.gru_log.nonfinite_steps
 
-    def _host_retain_is_reference(self) -> bool:
-        """Whether the method's own retain loss is the configured reference."""
-        if not hasattr(super(), "compute_retain_loss"):
-            return False
-        if self.gru_settings.reference == "host":
-            return True
-        return getattr(self, "retain_loss_type", None) == "NLL"
-
-    def _check_gru_setup(self) -> None:
+    def _check_gru_setup(self, has_retain_loss: bool) -> None:
         """Fail before the first step for settings the run cannot honour."""
         name = type(self).__name__
-        has_retain_loss = hasattr(super(), "compute_retain_loss")
         if self.gru_settings.reference == "host" and not has_retain_loss:
             raise ValueError(
                 f"gru.reference=host: {name} has no compute_retain_loss of its own; "
@@ -122,71 +113,44 @@ class GRUTrainerMixin:
 
     def _save_checkpoint(self, model, trial, *args, **kwargs):
         super()._save_checkpoint(model, trial, *args, **kwargs)
-        if self.gru_reference is None:
-            return  # GRU is disabled or has not stepped yet: nothing to keep
-        folder = os.path.join(
-            self._get_output_dir(trial=trial),
-            f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}",
-        )
-        path = os.path.join(folder, self._gru_engine_class.state_file(self))
-        save_gru_state(path, self.gru_reference, self.gru_nonfinite)
+        if self.gru_reference is not None:  # None: GRU is off or has not stepped
+            folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            name = self._gru_engine_class.state_file(self)
+            path = os.path.join(self._get_output_dir(trial=trial), folder, name)
+            save_gru_state(path, self.gru_reference, self.gru_nonfinite)
 
     def _load_optimizer_and_scheduler(self, resume_from_checkpoint):
         """Load GRU's state with the optimizer's: the one hook every engine passes."""
         super()._load_optimizer_and_scheduler(resume_from_checkpoint)
-        if resume_from_checkpoint is None or not self.gru_settings.enabled:
-            return
-        name = self._gru_engine_class.state_file(self)
-        found = load_gru_state(os.path.join(resume_from_checkpoint, name))
-        if found is None:
-            logger.warning(
-                "GRU: %s has no %s; the reference EMA restarts from zero",
-                resume_from_checkpoint,
-                name,
-            )
-            return
-        self._gru_resumed, self.gru_log.nonfinite_steps = found
+        if resume_from_checkpoint is not None and self.gru_settings.enabled:
+            name = self._gru_engine_class.state_file(self)
+            path = os.path.join(resume_from_checkpoint, name)
+            self._gru_resumed, self.gru_log.nonfinite_steps = load_gru_state(path)
 
     # -- one micro-batch ---------------------------------------------------------
 
     def compute_retain_loss(self, model, retain_inputs):
         """The method's retain loss, cut from its graph while the fast path runs."""
         loss = super().compute_retain_loss(model=model, retain_inputs=retain_inputs)
-        if self._gru_captured is None:
-            return loss
-        cut = loss.detach().requires_grad_()
-        self._gru_captured.append((loss, cut))
-        return cut
+        return self._gru_cut.cut(loss)
 
     def training_step(self, model, inputs, *args, **kwargs):
         if not self.gru_settings.enabled:
             return super().training_step(model, inputs, *args, **kwargs)
         engine = self._gru_open_step()
-        alpha = self.gru_settings.gamma / micro_batches_in_step(self)
         if self.gru_fast_path:
-            self._gru_captured = []
-            try:
-                loss = super().training_step(model, inputs, *args, **kwargs)
-            finally:
-                captured, self._gru_captured = self._gru_captured, None
-            if not captured:
-                raise RuntimeError(
-                    f"GRU: {type(self).__name__}.compute_loss did not call "
-                    "compute_retain_loss; set gru.fast_path=false"
-                )
-            for index, (retain_loss, cut) in enumerate(captured):
-                into = self.gru_reference.tensors if index == 0 else None
-                engine.backward_reference(retain_loss, into, alpha, cut.grad)
+            step = functools.partial(
+                super().training_step, model, inputs, *args, **kwargs
+            )
+            loss, retain_losses = self._gru_cut.run(step, type(self).__name__)
         else:
             loss = super().training_step(model, inputs, *args, **kwargs)
-            retain = self._prepare_inputs(_retain_batch(inputs))
-            with self.compute_loss_context_manager():
-                retain_loss = self._reference_loss(
-                    engine.reference_model(model), retain
-                )
-            engine.backward_reference(
-                retain_loss, self.gru_reference.tensors, alpha, None
-            )
+            retain_model = engine.reference_model(model)
+            retain_losses = [(self._reference_loss(retain_model, inputs), None)]
+        alpha = self.gru_settings.gamma / micro_batches_in_step(self)
+        for index, (retain_loss, weight_in_loss) in enumerate(retain_losses):
+            into = self.gru_reference.tensors if index == 0 else None
+            engine.backward_reference(retain_loss, into, alpha, weight_in_loss)
         if engine.at_boundary():
             self._rectify()
         engine.end_micro_batch()
@@ -196,12 +160,9 @@ class GRUTrainerMixin:
         """The engine, built at the first step (its gradients exist only then); at a
         step's first micro-batch the EMA decays: r ← (1−γ)·r."""
         if self._gru_engine is None:
-            self._gru_engine = self._gru_engine_class(self)
-            names = {id(p): name for name, p in self.model.named_parameters()}
-            self.gru_reference = ReferenceEMA(
-                self._gru_engine.layout(),
-                [names[id(p)] for p in self._gru_engine.params],
-            )
+            engine = self._gru_engine = self._gru_engine_class(self)
+            names = parameter_names(self.model, engine.params)
+            self.gru_reference = ReferenceEMA(engine.layout(), names)
             if self._gru_resumed is not None:
                 self.gru_reference.load_state_dict(self._gru_resumed)
                 self._gru_resumed = None
@@ -210,10 +171,18 @@ class GRUTrainerMixin:
             self._gru_step_open = True
         return self._gru_engine
 
-    def _reference_loss(self, model, retain: dict[str, torch.Tensor]):
-        if self.gru_settings.reference == "host":
-            return self.compute_retain_loss(model=model, retain_inputs=retain)
-        return model(**retain).loss
+    def _reference_loss(self, model, inputs: dict[str, Any]) -> torch.Tensor:
+        """The reference loss on the micro-batch's retain part, for the extra pass."""
+        if "retain" not in inputs:
+            raise ValueError(
+                "GRU needs a retain batch: the training data yields no 'retain' key"
+            )
+        keys = ("input_ids", "attention_mask", "labels")
+        retain = self._prepare_inputs({key: inputs["retain"][key] for key in keys})
+        with self.compute_loss_context_manager():
+            if self.gru_settings.reference == "host":
+                return self.compute_retain_loss(model=model, retain_inputs=retain)
+            return model(**retain).loss
 
     # -- one optimizer step -------------------------------------------------------
 

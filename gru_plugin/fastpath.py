@@ -1,0 +1,45 @@
+"""The fast path: the method's own retain loss doubles as the reference loss.
+
+While the method's step runs, each retain loss it computes is replaced by a leaf
+of the same value: the method's backward stops at the leaf, and the gradient that
+reaches it is the weight the method's loss gave the retain loss, whatever the
+formula. GRU then back-propagates the retain graph once, for r and, with that
+weight, for g, so no extra forward or backward runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+class RetainCut:
+    """Cuts retain losses from the method's graph while ``run`` runs a step."""
+
+    def __init__(self) -> None:
+        self._captured: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def cut(self, loss: torch.Tensor) -> torch.Tensor:
+        """``loss`` itself outside ``run``; inside, a leaf standing in for it."""
+        if self._captured is None:
+            return loss
+        leaf = loss.detach().requires_grad_()
+        self._captured.append((loss, leaf))
+        return leaf
+
+    def run(
+        self, step: Callable[[], torch.Tensor], method: str
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor | None]]]:
+        """The step's loss, and each retain loss with its weight in the step's."""
+        self._captured = []
+        try:
+            loss = step()
+        finally:
+            captured, self._captured = self._captured, None
+        if not captured:
+            raise RuntimeError(
+                f"GRU: {method}.compute_loss did not call compute_retain_loss; "
+                "set gru.fast_path=false"
+            )
+        return loss, [(retain_loss, leaf.grad) for retain_loss, leaf in captured]

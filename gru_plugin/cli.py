@@ -138,6 +138,8 @@ def check_installation(host: str | None) -> list[str]:
         return [*problems, str(error)]
     from hydra import compose, initialize_config_dir
 
+    from gru_plugin.host import HANDLER
+
     overrides = ["experiment=unlearn/tofu/default", "+gru=default"]
     try:
         with initialize_config_dir(str(root / "configs"), version_base=None):
@@ -145,7 +147,7 @@ def check_installation(host: str | None) -> list[str]:
     except Exception as error:  # any composition failure is the finding
         first_line = str(error).splitlines()[0]
         return [*problems, f"the host's unlearn.yaml does not compose: {first_line}"]
-    if cfg.trainer.get("handler") != "GRU" or not hasattr(cfg.gru, "keys"):
+    if cfg.trainer.get("handler") != HANDLER or not hasattr(cfg.gru, "keys"):
         problems.append(
             f"composing {root}/configs/unlearn.yaml with +gru=default gives "
             f"trainer.handler={cfg.trainer.get('handler')!r}, gru={cfg.gru!r}: our "

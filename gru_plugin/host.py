@@ -1,8 +1,11 @@
-"""The open-unlearning adapter: one registry entry, ``GRU``, that wraps any method.
+"""The open-unlearning adapter: one registry entry that wraps any method.
 
 The entry is a factory rather than a class, so the method to wrap is looked up in
 the host's ``TRAINER_REGISTRY`` when the trainer is built: a class that a third
-party registers after this plugin loaded still gets its GRU variant.
+party registers after this plugin loaded still gets its GRU variant. Its name,
+``gru_plugin.GRU``, cannot be a class name, so it never replaces a trainer someone
+else registered (such as the host's own ``GRU``, open-unlearning pull request #83).
+The trainer code is imported only when a GRU trainer is built.
 """
 
 from __future__ import annotations
@@ -12,9 +15,8 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from gru_plugin.settings import GRUSettings
-from gru_plugin.trainer import gru_trainer_class
 
-HANDLER = "GRU"
+HANDLER = "gru_plugin.GRU"
 VARIANT_SUFFIX = "_GRU"
 
 
@@ -56,7 +58,9 @@ def resolve_method(name: str | None, registry: Mapping[str, Any]) -> type:
 
 
 def build_gru_trainer(*, gru: Mapping[str, Any] | None = None, **trainer_kwargs):
-    """Registry entry ``GRU``: build the GRU variant of ``gru.method``."""
+    """Registry entry ``gru_plugin.GRU``: build the GRU variant of ``gru.method``."""
+    from gru_plugin.trainer import gru_trainer_class
+
     settings = GRUSettings.from_mapping(_to_plain(gru))
     registry = host_registry()
     if registry is None:
@@ -69,8 +73,8 @@ def build_gru_trainer(*, gru: Mapping[str, Any] | None = None, **trainer_kwargs)
 
 
 def register(registry: MutableMapping[str, Any]) -> None:
-    """Put the ``GRU`` handler into ``registry`` (idempotent)."""
-    registry[HANDLER] = build_gru_trainer
+    """Add our handler to ``registry``; an entry already there is kept."""
+    registry.setdefault(HANDLER, build_gru_trainer)
 
 
 def register_with_loaded_host() -> bool:

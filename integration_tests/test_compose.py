@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from gru_plugin.host import build_gru_trainer, resolve_method
+from gru_plugin.host import HANDLER, build_gru_trainer, resolve_method
 
 EXPERIMENTS = ["unlearn/tofu/default", "unlearn/muse/default", "unlearn/wmdp/default"]
 FIVE = ["GradAscent", "GradDiff", "NPO", "SimNPO", "RMU"]
@@ -41,7 +41,7 @@ def gru_of(cfg: DictConfig) -> dict:
 @pytest.mark.parametrize("name", FIVE)
 def test_plus_gru_composes(experiment, name, registry):
     cfg = composed([f"experiment={experiment}", f"trainer={name}", "+gru=default"])
-    assert cfg.trainer.handler == "GRU"
+    assert cfg.trainer.handler == HANDLER
     gru = gru_of(cfg)
     assert gru == {
         "enabled": True,
@@ -65,7 +65,7 @@ def test_plus_gru_composes(experiment, name, registry):
 @pytest.mark.parametrize("name", FIVE)
 def test_variant_config_composes(experiment, name, registry):
     cfg = composed([f"experiment={experiment}", f"trainer={name}_GRU", "gru.gamma=0.5"])
-    assert cfg.trainer.handler == "GRU"
+    assert cfg.trainer.handler == HANDLER
     gru = gru_of(cfg)
     assert gru["gamma"] == 0.5 and gru["method"] == f"{name}_GRU"
     assert resolve_method(gru["method"], registry) is registry[name]

@@ -77,9 +77,10 @@ def check_plugin_discovered() -> None:
     ):
         raise SystemExit(
             "gru-unlearn: Hydra does not discover hydra_plugins.gru_plugin, so "
-            "+gru=default would be ignored. Install the package with a regular "
-            "'pip install gru-plugin' (not an editable install) and make sure no "
-            "'hydra_plugins/__init__.py' on sys.path shadows the namespace."
+            "+gru=default would be ignored. Install the package into this "
+            "environment ('pip install gru-plugin', or 'pip install -e' for a "
+            "checkout) and make sure no 'hydra_plugins/__init__.py' on sys.path "
+            "shadows the namespace."
         )
 
 

@@ -1,9 +1,9 @@
-"""Hydra discovers this module (as ``hydra_plugins.gru_plugin.searchpath``).
+"""Hydra discovers this module by scanning the ``hydra_plugins`` namespace.
 
 It adds our configs to every Hydra app's search path and, only inside the
 open-unlearning host (whose ``trainer`` module is already imported when Hydra
-starts), registers the ``GRU`` handler. Anything heavier is imported lazily, so
-unrelated Hydra apps pay nothing and cannot be broken by a missing host.
+starts), registers the ``gru_plugin.GRU`` handler. Anything heavier is imported
+lazily, so unrelated Hydra apps pay nothing and cannot be broken by a missing host.
 """
 
 import sys

@@ -7,11 +7,14 @@ import sys
 import textwrap
 
 APP = """
+import sys
 import hydra
 
 @hydra.main(version_base=None, config_path="conf", config_name="config")
 def main(cfg):
     print("value", cfg.value, "gru" in cfg)
+    heavy = ("torch", "gru_plugin.host", "gru_plugin.trainer", "gru_plugin.plugins")
+    print("imported", [name for name in heavy if name in sys.modules])
 
 main()
 """
@@ -34,6 +37,7 @@ def test_unrelated_app_runs_and_sees_our_search_path(tmp_path):
     done = run_app(tmp_path)
     assert done.returncode == 0, done.stderr
     assert "value 1 False" in done.stdout
+    assert "imported []" in done.stdout  # the plugin keeps torch and GRU out
     info = run_app(tmp_path, "--info", "searchpath")
     assert "gru-plugin" in info.stdout and "pkg://gru_plugin.configs" in info.stdout
 

@@ -14,6 +14,7 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import re
 import string
 import sys
 from importlib import resources
@@ -196,8 +197,32 @@ def register_in_host(init: Path) -> bool:
     return True
 
 
+FOREIGN_GRU = re.compile(r"trainer\.unlearn\.gru\b|_register_trainer\(\s*GRU\s*\)")
+"""How a host's ``src/trainer/__init__.py`` imports or registers another GRU."""
+
+
+def existing_gru(out: Path, files: dict[str, str]) -> list[str]:
+    """What in ``out`` is someone else's GRU (e.g. open-unlearning pull request #83)
+    that the bundle would overwrite or clash with; our own earlier bundle is not."""
+    clashes = [
+        f"{relative} exists, with other content"
+        for relative, text in files.items()
+        if (out / relative).exists() and (out / relative).read_text() != text
+    ]
+    if (out / "configs/trainer/GRU.yaml").exists():
+        clashes.append("configs/trainer/GRU.yaml exists")
+    init = out / "src" / "trainer" / "__init__.py"
+    if init.exists():
+        text = init.read_text().replace(REGISTER_IMPORT, "").replace(REGISTER_LINES, "")
+        if FOREIGN_GRU.search(text):
+            clashes.append("src/trainer/__init__.py imports or registers a GRU")
+    return clashes
+
+
 def write_bundle(out: Path, results: Path | None = None) -> list[Path]:
-    """Write every file of the pull request under ``out``; return their paths."""
+    """Write every file of the pull request under ``out``; return their paths.
+
+    Stops before writing anything when ``out`` already has another GRU."""
     files = {
         "src/trainer/unlearn/gru.py": trainer_module(),
         "community/methods/GRU/README.md": method_readme(
@@ -210,6 +235,14 @@ def write_bundle(out: Path, results: Path | None = None) -> list[Path]:
             f"configs/trainer/{name}_GRU.yaml": trainer_config(name) for name in METHODS
         },
     }
+    clashes = existing_gru(out, files)
+    if clashes:
+        raise SystemExit(
+            f"gru-plugin upstream: {out} already has a GRU, so nothing was written:\n"
+            + "".join(f"  - {clash}\n" for clash in clashes)
+            + "Use a checkout without it (e.g. a fresh clone of the host's main "
+            "branch), or remove these first."
+        )
     written = []
     for relative, text in files.items():
         path = out / relative

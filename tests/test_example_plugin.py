@@ -37,7 +37,7 @@ def test_example_strategy_installs_and_caps_the_projection(tmp_path):
             "--no-build-isolation",
             "--target",
             str(target),
-            str(EXAMPLE),
+            str(source),
         ],
         check=True,
         capture_output=True,

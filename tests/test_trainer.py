@@ -148,8 +148,16 @@ def expected_steps(trainer, gas, gamma, loss_of=GradientAscent.loss_of):
     r = None
     out = []
     for step in sorted(by_step):
-        g = sum(grads_of(model, loss_of(model, b)) / gas for b in by_step[step])
-        f = sum(grads_of(model, model(**b["retain"]).loss) / gas for b in by_step[step])
+        batches = by_step[step]
+        # What the Trainer divides each loss by: the window's real length on
+        # transformers 5, gradient_accumulation_steps before.
+        n = (
+            len(batches)
+            if hasattr(trainer, "current_gradient_accumulation_steps")
+            else gas
+        )
+        g = sum(grads_of(model, loss_of(model, b)) / n for b in batches)
+        f = sum(grads_of(model, model(**b["retain"]).loss) / n for b in batches)
         r = gamma * f + (1 - gamma) * (r if r is not None else torch.zeros_like(f))
         dot = torch.dot(g, r)
         if dot < 0:

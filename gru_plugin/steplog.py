@@ -60,7 +60,7 @@ class StepLog:
         if "loss" not in logs or not self._unlogged:
             return
         steps, self._unlogged = self._unlogged, []
-        for field in LOGGED_STATS:
-            values = [float(getattr(stats, field)) for stats in steps]
-            logs[f"gru/{field}"] = sum(values) / len(values)
+        for stat in LOGGED_STATS:
+            values = [float(getattr(stats, stat)) for stats in steps]
+            logs[f"gru/{stat}"] = sum(values) / len(values)
         logs["gru/nonfinite"] = self.nonfinite_steps

@@ -20,10 +20,35 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from gru_plugin import rectify, settings, strategies, trainer, zero
+from gru_plugin import (
+    compat,
+    engines,
+    fastpath,
+    rectify,
+    reference,
+    settings,
+    steplog,
+    strategies,
+    trainer,
+)
+from gru_plugin.engines import local, zero
 
-SOURCES = (rectify, strategies, settings, zero, trainer)
-"""Modules inlined into the host module, in dependency order."""
+SOURCES = (
+    rectify,
+    strategies,
+    settings,
+    compat,
+    reference,
+    steplog,
+    local,
+    zero,
+    engines,
+    fastpath,
+    trainer,
+)
+"""Modules inlined into the host module, in dependency order. Each must import
+other gru_plugin modules only at its top (``from gru_plugin.x import y``, dropped
+here) and define top-level names no other inlined module defines."""
 
 DROPPED = {"register_strategies", "gru_trainer_class"}
 """Plugin-only definitions: the pluggy hook and the class cache."""
@@ -127,7 +152,7 @@ def trainer_module() -> str:
     for module in SOURCES:
         module_imports, body = _segments(module)
         imports += module_imports
-        bodies += body
+        bodies += [text for text in body if text not in bodies]  # e.g. one logger
     variants = "\n".join(f"{name}_GRU = _gru_variant({name})" for name in METHODS)
     return (
         f"{MODULE_DOC}\n\nfrom __future__ import annotations\n\n"

@@ -1,21 +1,26 @@
-"""Does GRU help? TOFU forget10 at small scale: every method, base and ``+gru``.
+"""Does GRU help? TOFU unlearning with a tiny model: every method, base and ``+gru``.
 
+    python benchmarks/tofu_reproduction.py --preset quick --out runs/demo
     python benchmarks/tofu_reproduction.py --data-dir DIR --out runs/repro
-    python benchmarks/tofu_reproduction.py --data-dir DIR --out runs/smoke --smoke
+    python benchmarks/tofu_reproduction.py --preset smoke --data-dir DIR --out DIR2
 
 The TOFU recipe, shrunk to a CPU, all through the real host (``src/train.py`` and
-``src/eval.py`` via ``gru-unlearn``/``gru-plugin eval``):
+``src/eval.py`` via ``gru-unlearn``/``gru-plugin eval``). TOFU comes from
+``--data-dir`` (the hub's configs as json files) or, without it, from the hub
+(``locuslab/TOFU``), read as the host's own dataset configs read it.
 
 1. a tiny random-init Llama + BPE tokenizer (our ``tiny_model``);
-2. *general knowledge*: fine-tune it on TOFU's ``real_authors`` + ``world_facts``
-   QA (what ``model_utility`` measures besides the retain set);
-3. the *target* = that model fine-tuned on ``full``, the *retain model* = the same
-   recipe on ``retain90``, both with the general set replayed (a tiny model forgets
-   it otherwise); the retain model's TOFU eval is the reference log for
-   ``forget_quality`` and ``privleak``;
-4. unlearn ``forget10`` from the target with each method, base and ``+gru=default``,
-   same hyper-parameters, budget and seeds; evaluate each with the host's TOFU eval;
-5. ``gru-plugin report`` over ``evals/`` → ``report/`` (table, CSV, plots).
+2. *general knowledge* (``full``, ``smoke``): fine-tune it on TOFU's ``real_authors``
+   + ``world_facts`` QA (what ``model_utility`` measures besides the retain set);
+3. the *target* = that model fine-tuned on ``full``; with the host's eval also the
+   *retain model* = the same recipe on the retain split; both with the general set
+   replayed (a tiny model forgets it otherwise); the retain model's TOFU eval is the
+   reference log for ``forget_quality`` and ``privleak``;
+4. unlearn the forget split from the target with each method, base and
+   ``+gru=default``, same hyper-parameters, budget and seeds;
+5. measure: the host's TOFU eval of every model, then ``gru-plugin report`` over
+   ``evals/`` → ``report/`` (table, CSV, plots); or, for ``quick``, the mean answer
+   NLL on the forget and retain sets → ``results.md`` (minutes instead of an hour).
 
 Every stage is skipped when its output exists, so an interrupted run resumes
 where it stopped; ``--jobs`` runs independent stages side by side (one torch
@@ -34,10 +39,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from gru_plugin.cli import OFFLINE_ENV, find_host
+from answer_nll import mean_answer_nll, write_nll_table
 
-METHODS = ("GradAscent", "GradDiff", "NPO", "SimNPO", "RMU")
+from gru_plugin.cli import OFFLINE_ENV, find_host
+from gru_plugin.local_data import TOFU_HUB
+from gru_plugin.upstream import METHODS
+
 MODEL = "model=Llama-3.2-1B-Instruct"  # the host's config; only paths are ours
+TRAIN_DATA = "data.train.TOFU_QA_full.args.hf_args"  # the finetune experiment's set
 
 
 @dataclass(frozen=True)
@@ -47,19 +56,20 @@ class Scale:
     hidden: int = 128
     layers: int = 4
     vocab_size: int = 1024
-    general_epochs: int = 10
+    general_epochs: int = 10  # 0: no general-knowledge stage and no replay
     finetune_epochs: int = 10
     finetune_batch: int = 8
     finetune_lr: float = 3e-3
+    finetune_steps: int | None = None  # caps every fine-tuning run
     unlearn_epochs: int = 3
     unlearn_batch: int = 8
     unlearn_grad_accum: int = 2
     unlearn_lr: float = 1e-3
-    max_steps: int | None = None  # caps every training run (smoke only)
+    unlearn_steps: int | None = None  # caps every unlearning run
     forget_split: str = "forget10"
     retain_split: str = "retain90"
     holdout_split: str = "holdout10"
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = tuple(METHODS)
     seeds: tuple[int, ...] = (0, 1, 2)
     method_args: dict[str, list[str]] = field(
         default_factory=lambda: {
@@ -67,40 +77,67 @@ class Scale:
             "RMU": ["trainer.method_args.module_regex=model\\.layers\\.2"]
         }
     )
+    measure: str = "tofu_eval"  # or "answer_nll": no retain model, no host eval
 
 
-SMOKE = Scale(
-    hidden=32,
-    layers=2,
-    vocab_size=512,
-    max_steps=8,
-    forget_split="forget01",
-    retain_split="retain99",
-    holdout_split="holdout01",
-    methods=("GradDiff",),
-    seeds=(0,),
-)
+PRESETS = {
+    "full": Scale(),
+    # The README's main job: 5-7 minutes on 2 CPU cores.
+    "quick": Scale(
+        hidden=64,
+        general_epochs=0,
+        finetune_batch=16,
+        finetune_steps=150,
+        unlearn_steps=10,
+        seeds=(0,),
+        measure="answer_nll",
+    ),
+    # Every stage at toy size, for CI.
+    "smoke": Scale(
+        hidden=32,
+        layers=2,
+        vocab_size=512,
+        finetune_steps=8,
+        unlearn_steps=8,
+        forget_split="forget01",
+        retain_split="retain99",
+        holdout_split="holdout01",
+        methods=("GradDiff",),
+        seeds=(0,),
+    ),
+}
 
 
 class Pipeline:
-    def __init__(self, host: Path, data_dir: Path, out: Path, scale: Scale):
+    def __init__(self, host: Path, data_dir: Path | None, out: Path, scale: Scale):
         self.host, self.out, self.scale = host, out, scale
         self.data = out / "data"
         self.logs = out / "logs"
         self.source_data = data_dir
 
     # -- plumbing ---------------------------------------------------------------
+    def host_command(
+        self, command: list[str], overrides: tuple[str, ...]
+    ) -> tuple[list[str], dict[str, str]]:
+        """Argv and environment of one host process: one torch thread, offline
+        with ``--data-dir``; without it the host reads TOFU from the hub."""
+        argv = [str(Path(sys.executable).with_name(command[0])), *command[1:]]
+        argv += [f"--host={self.host}", "--cpu"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        if self.source_data:
+            argv.append(f"--data-dir={self.source_data}")
+            env |= OFFLINE_ENV
+        return [*argv, *overrides], env
+
     def host_run(self, name: str, command: list[str], *overrides: str) -> None:
-        """One host process, one torch thread, output in ``logs/<name>.log``."""
+        """One host process, output in ``logs/<name>.log``."""
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / f"{name}.log"
-        env = {**os.environ, **OFFLINE_ENV, "OMP_NUM_THREADS": "1"}
+        argv, env = self.host_command(command, overrides)
         started = time.monotonic()
-        argv = [str(Path(sys.executable).with_name(command[0])), *command[1:]]
-        argv += [f"--host={self.host}", f"--data-dir={self.data}", "--cpu"]
         with log.open("w") as handle:
             done = subprocess.run(
-                [*argv, *overrides], env=env, stdout=handle, stderr=subprocess.STDOUT
+                argv, env=env, stdout=handle, stderr=subprocess.STDOUT
             )
         if done.returncode:
             tail = log.read_text()[-3000:]
@@ -115,32 +152,52 @@ class Pipeline:
             f"model.tokenizer_args.pretrained_model_name_or_path={path}",
         ]
 
-    def budget(self, epochs: int, batch: int, grad_accum: int = 1) -> list[str]:
+    @staticmethod
+    def budget(
+        epochs: int, batch: int, max_steps: int | None, grad_accum: int = 1
+    ) -> list[str]:
         budget = [
             f"trainer.args.num_train_epochs={epochs}",
             f"trainer.args.per_device_train_batch_size={batch}",
             f"trainer.args.gradient_accumulation_steps={grad_accum}",
         ]
-        if self.scale.max_steps:
-            budget.append(f"+trainer.args.max_steps={self.scale.max_steps}")
+        if max_steps:
+            budget.append(f"+trainer.args.max_steps={max_steps}")
         return budget
+
+    def tofu_file(self, name: str) -> Path:
+        """TOFU config ``name`` as a json-lines file: ``--data-dir``'s, or the hub's,
+        loaded as the host loads it and written to ``data/`` once."""
+        if self.source_data:
+            return self.source_data / f"{name}.json"
+        path = self.data / f"{name}.json"
+        if not path.exists():
+            from datasets import load_dataset
+
+            self.data.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f"{path.name}.part")
+            load_dataset(TOFU_HUB, name=name, split="train").to_json(partial)
+            partial.rename(path)
+        return path
+
+    def training_file(self, split: str) -> Path:
+        """The fine-tuning set for ``split``: with the general set replayed, if any."""
+        if self.scale.general_epochs:
+            return self.data / f"{split}_and_general.json"
+        return self.tofu_file(split)
 
     # -- stages -----------------------------------------------------------------
     def prepare_data(self) -> None:
-        """Link the TOFU files; write the general set and the fine-tuning mixes.
+        """Write the general set and the fine-tuning mixes into ``data/``.
 
         ``general.json`` = real_authors + world_facts QA; ``<split>_and_general.json``
         = a TOFU split with the general set replayed, so the tiny model keeps that
         knowledge while it learns TOFU (a pretrained model keeps its own anyway).
         """
         self.data.mkdir(parents=True, exist_ok=True)
-        for source in self.source_data.glob("*.json*"):
-            link = self.data / source.name
-            if not link.exists():
-                link.symlink_to(source.resolve())
 
         def rows(name: str) -> list[dict]:
-            lines = (self.source_data / f"{name}.json").read_text().splitlines()
+            lines = self.tofu_file(name).read_text().splitlines()
             return [json.loads(line) for line in lines if line.strip()]
 
         general = [
@@ -149,19 +206,18 @@ class Pipeline:
             for row in rows(name)
         ]
         mixes = {
-            "general": general,
+            self.data / "general.json": general,
             **{
-                f"{split}_and_general": rows(split) + general
+                self.training_file(split): rows(split) + general
                 for split in ("full", self.scale.retain_split)
             },
         }
-        for name, mix in mixes.items():
-            path = self.data / f"{name}.json"
+        for path, mix in mixes.items():
             if not path.exists():
                 path.write_text("".join(json.dumps(row) + "\n" for row in mix))
 
-    def finetune(self, name: str, start: Path, split: str, epochs: int) -> Path:
-        """The host's TOFU finetune experiment on ``split``, scaled to this model."""
+    def finetune(self, name: str, start: Path, data_file: Path, epochs: int) -> Path:
+        """The host's TOFU finetune experiment on ``data_file``."""
         target = self.out / "models" / name
         if not (target / "model.safetensors").exists():
             self.host_run(
@@ -170,9 +226,12 @@ class Pipeline:
                 "experiment=finetune/tofu/default",
                 f"task_name={name}",
                 *self.model(start),
-                f"data.train.TOFU_QA_full.args.hf_args.name={split}",
+                f"{TRAIN_DATA}.path=json",
+                f"+{TRAIN_DATA}.data_files={data_file}",
                 f"trainer.args.learning_rate={self.scale.finetune_lr}",
-                *self.budget(epochs, self.scale.finetune_batch),
+                *self.budget(
+                    epochs, self.scale.finetune_batch, self.scale.finetune_steps
+                ),
                 "trainer.args.logging_steps=50",
                 f"paths.output_dir={target}",
             )
@@ -199,6 +258,7 @@ class Pipeline:
         label = f"{method}_GRU" if gru else method
         run_dir = self.out / "unlearn" / label / f"seed{seed}"
         if not (run_dir / "model.safetensors").exists():
+            scale = self.scale
             self.host_run(
                 f"unlearn_{label}_seed{seed}",
                 ["gru-unlearn", "--config-name=unlearn.yaml"],
@@ -207,50 +267,75 @@ class Pipeline:
                 *(["+gru=default"] if gru else []),
                 f"task_name={label}_seed{seed}",
                 *self.model(target),
-                f"forget_split={self.scale.forget_split}",
-                f"retain_split={self.scale.retain_split}",
-                f"holdout_split={self.scale.holdout_split}",
-                f"trainer.args.learning_rate={self.scale.unlearn_lr}",
+                f"forget_split={scale.forget_split}",
+                f"retain_split={scale.retain_split}",
+                f"holdout_split={scale.holdout_split}",
+                f"trainer.args.learning_rate={scale.unlearn_lr}",
                 *self.budget(
-                    self.scale.unlearn_epochs,
-                    self.scale.unlearn_batch,
-                    self.scale.unlearn_grad_accum,
+                    scale.unlearn_epochs,
+                    scale.unlearn_batch,
+                    scale.unlearn_steps,
+                    scale.unlearn_grad_accum,
                 ),
                 f"trainer.args.seed={seed}",
                 "trainer.args.logging_steps=1",
-                *self.scale.method_args.get(method, []),
+                *scale.method_args.get(method, []),
                 f"paths.output_dir={run_dir}",
             )
         return run_dir
 
-    def run(self, jobs: int) -> None:
-        from gru_plugin.tiny_model import make_tiny_model
+    def train_models(self, jobs: int) -> tuple[Path, Path | None]:
+        """The target, and the retain model when the host's eval needs one."""
+        from gru_plugin.tiny_model import TEXT_FILES, make_tiny_model
 
         scale = self.scale
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "scale.json").write_text(json.dumps(asdict(scale), indent=2))
-        self.prepare_data()
         tiny = self.out / "models" / "tiny"
         if not (tiny / "model.safetensors").exists():
+            texts = [self.tofu_file(Path(name).stem) for name in TEXT_FILES]
             make_tiny_model(
-                tiny, self.data, scale.vocab_size, scale.hidden, scale.layers
+                tiny, texts[0].parent, scale.vocab_size, scale.hidden, scale.layers
             )
-        print("general knowledge (real_authors + world_facts)", flush=True)
-        general = self.finetune("general", tiny, "general", scale.general_epochs)
-        print("target (full) and retain model (retain90)", flush=True)
+        start = tiny
+        if scale.general_epochs:
+            self.prepare_data()
+            print("general knowledge (real_authors + world_facts)", flush=True)
+            general = self.data / "general.json"
+            start = self.finetune("general", tiny, general, scale.general_epochs)
+        models = {"target": "full"}
+        if scale.measure == "tofu_eval":
+            models["retain"] = scale.retain_split
+        print(f"fine-tuning: {models}", flush=True)
         with ThreadPoolExecutor(jobs) as pool:
-            target, retain = pool.map(
-                lambda job: self.finetune(*job),
-                [
-                    ("target", general, "full_and_general", scale.finetune_epochs),
-                    (
-                        "retain",
-                        general,
-                        f"{scale.retain_split}_and_general",
-                        scale.finetune_epochs,
+            trained = list(
+                pool.map(
+                    lambda job: self.finetune(
+                        job[0], start, self.training_file(job[1]), scale.finetune_epochs
                     ),
-                ],
+                    models.items(),
+                )
             )
+        return trained[0], (trained[1] if len(trained) > 1 else None)
+
+    def runs(self) -> list[tuple[str, bool, int]]:
+        return [
+            (method, gru, seed)
+            for seed in self.scale.seeds
+            for method in self.scale.methods
+            for gru in (False, True)
+        ]
+
+    def run(self, jobs: int) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "scale.json").write_text(json.dumps(asdict(self.scale), indent=2))
+        target, retain = self.train_models(jobs)
+        if self.scale.measure == "answer_nll":
+            self.answer_nll_table(jobs, target)
+        else:
+            self.tofu_eval_report(jobs, target, retain)
+
+    # -- measures ---------------------------------------------------------------
+    def tofu_eval_report(self, jobs: int, target: Path, retain: Path) -> None:
+        """Every model through the host's TOFU eval, then ``gru-plugin report``."""
         evals = self.out / "evals"
         reference = retain / "evals_reference"
         self.evaluate("retain_reference", retain, reference, None)
@@ -264,12 +349,6 @@ class Pipeline:
             self.evaluate(f"{label}_seed{seed}", run_dir, out, reference_log)
 
         print("evals of target and retain, then unlearning", flush=True)
-        jobs_list = [
-            (method, gru, seed)
-            for seed in scale.seeds
-            for method in scale.methods
-            for gru in (False, True)
-        ]
         with ThreadPoolExecutor(jobs) as pool:
             done = [
                 pool.submit(
@@ -278,36 +357,64 @@ class Pipeline:
                 pool.submit(
                     self.evaluate, "retain", retain, evals / "retain", reference_log
                 ),
-                *(pool.submit(unlearn_and_evaluate, job) for job in jobs_list),
+                *(pool.submit(unlearn_and_evaluate, job) for job in self.runs()),
             ]
             for future in done:
                 future.result()
         from gru_plugin.report import plain_table, report
 
         rows, found = report(
-            [evals, self.out / "unlearn"], self.out / "report", scale.forget_split
+            [evals, self.out / "unlearn"], self.out / "report", self.scale.forget_split
         )
         print(plain_table(rows) + "\n".join(found))
+
+    def answer_nll_table(self, jobs: int, target: Path) -> None:
+        """Unlearn, then each model's mean answer NLL → ``results.md``/``.json``."""
+        print("unlearning", flush=True)
+        with ThreadPoolExecutor(jobs) as pool:
+            runs = pool.map(lambda job: self.unlearn(*job, target), self.runs())
+            run_dirs = list(runs)
+        forget = self.tofu_file(self.scale.forget_split)
+        retain = self.tofu_file(self.scale.retain_split)
+        results = {}
+        for (method, gru, seed), run_dir in zip(self.runs(), run_dirs, strict=True):
+            state = json.loads((run_dir / "trainer_state.json").read_text())
+            fired = [e["gru/fired"] for e in state["log_history"] if "gru/fired" in e]
+            seed_note = f" seed {seed}" if len(self.scale.seeds) > 1 else ""
+            results[f"{method} {'+gru' if gru else 'base'}{seed_note}"] = {
+                "steps": state["global_step"],
+                "fired_rate": sum(fired) / len(fired) if fired else None,
+                "forget_nll": mean_answer_nll(self.host, run_dir, forget),
+                "retain_nll": mean_answer_nll(self.host, run_dir, retain),
+            }
+        results["target (before unlearning)"] = {
+            "forget_nll": mean_answer_nll(self.host, target, forget),
+            "retain_nll": mean_answer_nll(self.host, target, retain),
+        }
+        write_nll_table(self.out, results)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", required=True, type=Path)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="full")
+    parser.add_argument(
+        "--data-dir", type=Path, help="TOFU json files (default: the hub)"
+    )
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--host", type=Path, default=None)
     parser.add_argument("--jobs", type=int, default=2, help="host processes at once")
-    parser.add_argument("--smoke", action="store_true", help="tiny CI-sized run")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the seeds")
     parser.add_argument("--methods", nargs="+", help="override the methods")
     args = parser.parse_args(argv)
-    scale = SMOKE if args.smoke else Scale()
+    scale = PRESETS[args.preset]
     if args.seeds:
         scale = replace(scale, seeds=tuple(args.seeds))
     if args.methods:
         scale = replace(scale, methods=tuple(args.methods))
     host = find_host(str(args.host) if args.host else None)
+    data_dir = args.data_dir.resolve() if args.data_dir else None
     started = time.monotonic()
-    Pipeline(host, args.data_dir.resolve(), args.out.resolve(), scale).run(args.jobs)
+    Pipeline(host, data_dir, args.out.resolve(), scale).run(args.jobs)
     print(f"pipeline: {(time.monotonic() - started) / 60:.1f} min")
 
 

@@ -14,13 +14,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig
 
-HUB_DATASETS = {"locuslab/TOFU"}
+TOFU_HUB = "locuslab/TOFU"
+"""The hub dataset the host's TOFU configs name (``hf_args.path``)."""
 
 
-def _hub_dataset_nodes(node, path: str = "") -> Iterator[tuple[str, DictConfig]]:
+def dataset_nodes(node, path: str = "") -> Iterator[tuple[str, DictConfig]]:
+    """``(path, hf_args)`` of every dataset node of a composed config, however deep."""
     if isinstance(node, DictConfig):
         hf_args = node.get("hf_args") if "hf_args" in node else None
-        if isinstance(hf_args, DictConfig) and hf_args.get("path") in HUB_DATASETS:
+        if isinstance(hf_args, DictConfig):
             yield path, hf_args
         for key in node.keys():
             if key == "hydra" and not path:
@@ -28,14 +30,16 @@ def _hub_dataset_nodes(node, path: str = "") -> Iterator[tuple[str, DictConfig]]
             child = node._get_node(key)
             nested = isinstance(child, (DictConfig, ListConfig))
             if nested and not child._is_interpolation():
-                yield from _hub_dataset_nodes(child, f"{path}.{key}" if path else key)
+                yield from dataset_nodes(child, f"{path}.{key}" if path else key)
 
 
 def local_data_overrides(cfg: DictConfig, data_dir: str | Path) -> list[str]:
     """Overrides that make every hub TOFU dataset of ``cfg`` read ``data_dir``."""
     data_dir = Path(data_dir).resolve()
     overrides = []
-    for path, hf_args in _hub_dataset_nodes(cfg):
+    for path, hf_args in dataset_nodes(cfg):
+        if hf_args.get("path") != TOFU_HUB:
+            continue
         data_file = data_dir / f"{hf_args.name}.json"
         if not data_file.exists():
             raise FileNotFoundError(

@@ -1,4 +1,6 @@
-"""The TOFU reproduction pipeline end to end, at smoke size, through the real host."""
+"""The TOFU pipeline (benchmarks/tofu_reproduction.py) through the real host: the
+smoke preset end to end, the quick preset's measure at toy size, and, without
+``--data-dir``, the host commands that read TOFU from the hub (composed, not run)."""
 
 from __future__ import annotations
 
@@ -8,24 +10,35 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from host_runs import HOST, REPO, TOFU
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from gru_plugin.cli import OFFLINE_ENV
+from gru_plugin.local_data import TOFU_HUB, dataset_nodes
+
+PIPELINE = REPO / "benchmarks" / "tofu_reproduction.py"
+sys.path.insert(0, str(PIPELINE.parent))
+from tofu_reproduction import PRESETS, Pipeline  # noqa: E402
+
+
+def pipeline_command(out: Path, *options: str) -> list[str]:
+    return [
+        sys.executable,
+        str(PIPELINE),
+        f"--host={HOST}",
+        f"--data-dir={TOFU}",
+        f"--out={out}",
+        *options,
+    ]
 
 
 def test_smoke_pipeline_trains_evaluates_and_reports(tmp_path) -> None:
     out = tmp_path / "smoke"
-    command = [
-        sys.executable,
-        str(REPO / "benchmarks" / "tofu_reproduction.py"),
-        f"--host={HOST}",
-        f"--data-dir={TOFU}",
-        f"--out={out}",
-        "--smoke",
-    ]
-    env = {**os.environ, **OFFLINE_ENV}
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    command = pipeline_command(out, "--preset=smoke")
+    done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
 
     with (out / "report" / "table.csv").open() as handle:
@@ -44,6 +57,124 @@ def test_smoke_pipeline_trains_evaluates_and_reports(tmp_path) -> None:
     assert any("gru/cos" in entry for entry in state["log_history"])
 
     # Resumable: a second call finds every stage done and runs no host process.
-    again = subprocess.run(command, env=env, capture_output=True, text=True)
+    again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 0
     assert not re.search(r"^  \S+: \d+ s$", again.stdout, re.MULTILINE), again.stdout
+
+
+QUICK_AT_TOY_SIZE = """
+import sys
+from dataclasses import replace
+from pathlib import Path
+from tofu_reproduction import PRESETS, Pipeline
+
+host, data, out = map(Path, sys.argv[1:])
+scale = replace(
+    PRESETS["quick"], hidden=32, layers=2, vocab_size=512, finetune_steps=4,
+    unlearn_steps=2, methods=("NPO",),
+)
+Pipeline(host, data, out, scale).run(jobs=2)
+"""
+
+
+def test_quick_preset_measure_at_toy_size(tmp_path) -> None:
+    """The README's main job, shrunk: no retain model, no host eval, NLL table."""
+    out = tmp_path / "quick"
+    done = subprocess.run(
+        [sys.executable, "-c", QUICK_AT_TOY_SIZE, str(HOST), str(TOFU), str(out)],
+        cwd=PIPELINE.parent,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert list(results) == ["NPO base", "NPO +gru", "target (before unlearning)"]
+    assert results["NPO base"]["fired_rate"] is None
+    assert 0.0 <= results["NPO +gru"]["fired_rate"] <= 1.0
+    assert results["NPO +gru"]["steps"] == 2
+    for row in results.values():
+        assert row["forget_nll"] > 0 and row["retain_nll"] > 0
+    assert not (out / "models" / "retain").exists()
+    assert not (out / "evals").exists()
+    assert "| NPO +gru | 2 |" in (out / "results.md").read_text()
+
+
+def recorded_commands(pipeline: Pipeline) -> list[tuple[list[str], dict[str, str]]]:
+    """Each stage's host command, recorded instead of run."""
+    commands = []
+    pipeline.host_run = lambda name, command, *overrides: commands.append(
+        pipeline.host_command(command, overrides)
+    )
+    model = pipeline.out / "models" / "some_model"
+    pipeline.finetune("target", model, pipeline.training_file("full"), 1)
+    pipeline.unlearn("NPO", True, 0, model)
+    pipeline.evaluate("target", model, pipeline.out / "evals" / "target", None)
+    return commands
+
+
+def composed_datasets(argv: list[str]) -> dict[str, dict]:
+    """The dataset nodes of the config the host would compose for ``argv``."""
+    config = next(
+        (a.split("=", 1)[1] for a in argv if a.startswith("--config-name=")),
+        "eval.yaml",
+    )
+    overrides = [a for a in argv if "=" in a and not a.startswith("--")]
+    with initialize_config_dir(str(HOST / "configs"), version_base=None):
+        cfg = compose(config, overrides=overrides)
+    return {
+        path: OmegaConf.to_container(hf_args, resolve=True)
+        for path, hf_args in dataset_nodes(cfg)
+    }
+
+
+def test_without_data_dir_the_host_reads_tofu_from_the_hub(tmp_path) -> None:
+    """No --data-dir: the host keeps its own TOFU configs (path locuslab/TOFU) and
+    runs online; only the fine-tuning mix we write is a local file."""
+    pipeline = Pipeline(HOST, None, tmp_path, PRESETS["full"])
+    commands = recorded_commands(pipeline)
+    assert len(commands) == 3
+    for argv, env in commands:
+        assert not any(a.startswith("--data-dir") for a in argv)
+        for key in OFFLINE_ENV:
+            assert env.get(key) == os.environ.get(key)
+    finetune, unlearn, evaluate = (composed_datasets(argv) for argv, _ in commands)
+
+    mix = finetune.pop("data.train.TOFU_QA_full.args")
+    assert mix["path"] == "json"
+    assert mix["data_files"] == str(tmp_path / "data" / "full_and_general.json")
+    assert unlearn["data.forget.TOFU_QA_forget.args"]["name"] == "forget10"
+    assert unlearn["data.retain.TOFU_QA_retain.args"]["name"] == "retain90"
+    for nodes in (finetune, unlearn, evaluate):
+        assert nodes and all(a["path"] == TOFU_HUB for a in nodes.values()), nodes
+
+
+def test_with_data_dir_the_host_runs_offline_on_local_files(tmp_path) -> None:
+    pipeline = Pipeline(HOST, TOFU, tmp_path, PRESETS["quick"])
+    for argv, env in recorded_commands(pipeline):
+        assert f"--data-dir={TOFU}" in argv
+        assert OFFLINE_ENV.items() <= env.items()
+    assert pipeline.training_file("full") == TOFU / "full.json"
+
+
+def test_hub_files_are_loaded_as_the_host_loads_them(tmp_path, monkeypatch) -> None:
+    """Our own reads (tokenizer text, mixes, NLL sets) fetch a hub config once."""
+    import datasets
+
+    calls = []
+
+    class Loaded:
+        def to_json(self, path) -> None:
+            Path(path).write_text('{"question": "q", "answer": "a"}\n')
+
+    def load_dataset(path, **kwargs):
+        calls.append((path, kwargs))
+        return Loaded()
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    pipeline = Pipeline(HOST, None, tmp_path, PRESETS["quick"])
+    for _ in range(2):
+        assert pipeline.tofu_file("forget10") == tmp_path / "data" / "forget10.json"
+    host_config = OmegaConf.load(HOST / "configs/data/datasets/TOFU_QA_forget.yaml")
+    hf_args = host_config.TOFU_QA_forget.args.hf_args
+    assert calls == [(hf_args.path, {"name": "forget10", "split": hf_args.split})]
+    assert not list((tmp_path / "data").glob("*.part"))

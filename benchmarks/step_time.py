@@ -24,8 +24,9 @@ import time
 from pathlib import Path
 
 from gru_plugin.cli import CPU_OVERRIDES, OFFLINE_ENV
+from gru_plugin.upstream import METHODS
 
-METHODS = ["GradAscent", "GradDiff", "NPO", "SimNPO", "RMU", "RMU:host"]
+CASES = [*METHODS, "RMU:host"]
 # "M:host" is method M with gru.reference=host: for RMU that makes its own EMBED_DIFF
 # retain loss the reference, so the fast path applies (the default nll reference
 # needs an extra NLL pass next to EMBED_DIFF).
@@ -236,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--host", default=None)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--methods", nargs="+", default=CASES)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)

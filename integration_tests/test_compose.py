@@ -11,9 +11,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from gru_plugin.host import HANDLER, build_gru_trainer, resolve_method
+from gru_plugin.upstream import METHODS
 
 EXPERIMENTS = ["unlearn/tofu/default", "unlearn/muse/default", "unlearn/wmdp/default"]
-FIVE = ["GradAscent", "GradDiff", "NPO", "SimNPO", "RMU"]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def gru_of(cfg: DictConfig) -> dict:
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-@pytest.mark.parametrize("name", FIVE)
+@pytest.mark.parametrize("name", list(METHODS))
 def test_plus_gru_composes(experiment, name, registry):
     cfg = composed([f"experiment={experiment}", f"trainer={name}", "+gru=default"])
     assert cfg.trainer.handler == HANDLER
@@ -62,7 +62,7 @@ def test_plus_gru_composes(experiment, name, registry):
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-@pytest.mark.parametrize("name", FIVE)
+@pytest.mark.parametrize("name", list(METHODS))
 def test_variant_config_composes(experiment, name, registry):
     cfg = composed([f"experiment={experiment}", f"trainer={name}_GRU", "gru.gamma=0.5"])
     assert cfg.trainer.handler == HANDLER

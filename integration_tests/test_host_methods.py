@@ -8,7 +8,8 @@ import pytest
 import torch
 from host_runs import METHOD_OVERRIDES, assert_close_weights, assert_same_weights
 
-FIVE = ["GradAscent", "GradDiff", "NPO", "SimNPO", "RMU"]
+from gru_plugin.upstream import METHODS
+
 OTHERS = ["DPO", "UNDIAL", "WGA", "SatImp", "CEU", "PDU"]
 GRU_KEYS = {
     "gru/cos",
@@ -41,12 +42,12 @@ def method(name: str) -> list[str]:
     return METHOD_OVERRIDES.get(name, [])
 
 
-@pytest.mark.parametrize("name", FIVE)
+@pytest.mark.parametrize("name", list(METHODS))
 def test_plus_gru(run_host, name):
     assert_gru_run(run_host(f"trainer={name}", "+gru=default", *method(name)))
 
 
-@pytest.mark.parametrize("name", FIVE)
+@pytest.mark.parametrize("name", list(METHODS))
 def test_gru_variant_config(run_host, name):
     assert_gru_run(run_host(f"trainer={name}_GRU", *method(name)))
 

@@ -15,6 +15,7 @@ from host_runs import CPU_RUN, GRU_PLUGIN, HOST, TOFU
 
 from gru_plugin.cli import OFFLINE_ENV
 from gru_plugin.local_data import compose_local_data_overrides
+from gru_plugin.upstream import METHODS
 
 # The host pins ruff 0.6.9 (its [dev] extra); .ci/install puts it here.
 HOST_RUFF = Path(sys.prefix) / "host-ruff" / "bin" / "ruff"
@@ -60,7 +61,7 @@ def bundled_host(tmp_path_factory) -> Path:
 
 
 def test_bundle_has_the_host_layout(bundled_host):
-    for name in ("GradAscent", "GradDiff", "NPO", "SimNPO", "RMU"):
+    for name in METHODS:
         assert (bundled_host / f"configs/trainer/{name}_GRU.yaml").is_file()
     assert (bundled_host / "src/trainer/unlearn/gru.py").is_file()
     assert (bundled_host / "community/methods/GRU/README.md").is_file()

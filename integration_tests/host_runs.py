@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import torch
 
 from gru_plugin.cli import CPU_OVERRIDES
@@ -88,6 +89,16 @@ class Run:
         from safetensors.torch import load_file
 
         return load_file(self.out / "model.safetensors")
+
+
+def two_rank_gru_logs(run: Run) -> list[dict]:
+    """``run.gru_logs``, checked to be those of ``CPU_RUN`` on 2 ranks: forget01 has
+    40 rows, 2 ranks x 4 rows x 2 micro-batches use 16 per step, so each of the 3
+    steps is 0.4 epoch (one process would take 0.2)."""
+    logs = run.gru_logs
+    assert len(logs) == 3
+    assert logs[0]["epoch"] == pytest.approx(0.4)
+    return logs
 
 
 def assert_same_weights(a: Run, b: Run) -> None:

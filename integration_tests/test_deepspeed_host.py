@@ -11,10 +11,11 @@ left, not the one it found.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
-from host_runs import GRU_UNLEARN, HOST
+from host_runs import GRU_UNLEARN, HOST, two_rank_gru_logs
+
+from gru_plugin.testing import deepspeed_shm_cleanup
 
 ACCELERATE_CONFIG = """\
 compute_environment: LOCAL_MACHINE
@@ -51,15 +52,8 @@ def deepspeed_launcher(tmp_path_factory):
     config.write_text(ACCELERATE_CONFIG.format(host=HOST))
     launcher = folder / "launch.py"
     launcher.write_text(LAUNCHER.format(config=str(config), gru_unlearn=GRU_UNLEARN))
-    leaked_before = deepspeed_shm_buffers()
-    yield launcher
-    for buffer in deepspeed_shm_buffers() - leaked_before:
-        buffer.unlink(missing_ok=True)
-
-
-def deepspeed_shm_buffers() -> set[Path]:
-    """DeepSpeed's CPU all-reduce buffers, never unlinked (0.15: ~135 MB each)."""
-    return set(Path("/dev/shm").glob("deepspeed_allreduce_buffer*"))
+    with deepspeed_shm_cleanup():
+        yield launcher
 
 
 @pytest.mark.parametrize(
@@ -81,11 +75,7 @@ def test_host_method_with_gru_under_deepspeed_zero3(
         launcher=deepspeed_launcher,
     )
     assert "DeepSpeed" in run.output
-    logs = run.gru_logs
-    assert len(logs) == 3
-    # forget01 has 40 rows: 2 ranks x 4 rows x 2 micro-batches use 16 per step,
-    # so a step is 0.4 epoch (one process would take 0.2).
-    assert logs[0]["epoch"] == pytest.approx(0.4)
+    logs = two_rank_gru_logs(run)
     for entry in logs:
         assert entry["gru/ref_norm"] > 0
         coef, dot = entry["gru/coef"], entry["gru/dot"]

@@ -36,14 +36,10 @@ from test_trainer import (
 )
 
 from gru_plugin.settings import GRUSettings
+from gru_plugin.testing import deepspeed_shm_cleanup
 from gru_plugin.trainer import gru_trainer_class
 
 BASES = {"GradAscent": GradientAscent, "GradDiff": GradDiff}
-
-
-def deepspeed_shm_buffers() -> set[Path]:
-    """DeepSpeed's CPU all-reduce buffers, never unlinked (0.15: ~135 MB each)."""
-    return set(Path("/dev/shm").glob("deepspeed_allreduce_buffer*"))
 
 
 def launch(out: Path, processes: int, device: str, *options: str) -> list[dict]:
@@ -61,8 +57,7 @@ def launch(out: Path, processes: int, device: str, *options: str) -> list[dict]:
     if device == "cpu":
         # DeepSpeed on CPU; LOCAL_SIZE spares ZeRO-3 a call to the numactl binary.
         env |= {"DS_ACCELERATOR": "cpu", "LOCAL_SIZE": str(processes)}
-    leaked_before = deepspeed_shm_buffers()
-    try:
+    with deepspeed_shm_cleanup():
         done = subprocess.run(
             [*launcher, __file__, f"--out={out}", f"--device={device}", *options],
             env=env,
@@ -70,9 +65,6 @@ def launch(out: Path, processes: int, device: str, *options: str) -> list[dict]:
             text=True,
             timeout=300,
         )
-    finally:
-        for buffer in deepspeed_shm_buffers() - leaked_before:
-            buffer.unlink(missing_ok=True)
     if done.returncode != 0:
         raise RuntimeError(f"worker failed:\n{done.stderr[-3000:]}")
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(processes)]

@@ -8,9 +8,12 @@ per step. ZeRO-3 offers a public local API for this; ZeRO-1/2 keep the partition
 of each parameter as a fragment that its ``_hp_mapping`` points to (the same
 fragment ``safe_set_full_grad`` writes).
 
-ZeRO-1 reduces only at the accumulation boundary and keeps the micro-steps before
-it in ``param.grad``, unreduced; GRU makes it reduce at every backward, as ZeRO-2
-does, so that the partition always holds the global sum so far.
+GRU needs the partition to hold the global sum so far after every backward.
+ZeRO-1 (and ZeRO-2 from DeepSpeed 0.16) reduce only at the accumulation boundary,
+keeping earlier micro-steps in ``param.grad``, and a reduction there may copy into
+the partition rather than add. So under ZeRO-1/2 each backward is reduced as at a
+boundary into a zeroed partition, and what the partition held is added back: the
+same sum whichever way a DeepSpeed version reduces (one transient partition copy).
 
 accelerate's wrapper runs ``engine.backward`` and then, at the boundary,
 ``engine.step``, which clips and steps; GRU must act between the two, so the
@@ -132,15 +135,32 @@ class ZeroGradients:
         self._engine_backward(loss, **kwargs)
 
     def _engine_backward(self, loss: torch.Tensor, **kwargs) -> None:
-        """``engine.backward``, reduced into the partition (ZeRO-1 too, see above)."""
-        if not self.stage3 and not self.optimizer.partition_gradients:
-            self.engine.set_gradient_accumulation_boundary(True)
-        elif self._boundary_hint is not None:
-            self.engine.set_gradient_accumulation_boundary(self._boundary_hint)
+        """``engine.backward``, its gradient added into the partition (see above)."""
+        if self.stage3:
+            if self._boundary_hint is not None:
+                self.engine.set_gradient_accumulation_boundary(self._boundary_hint)
+            self.engine.backward(loss, **kwargs)
+            return
+        held = self._take_partition()
+        self.engine.set_gradient_accumulation_boundary(True)
         try:
             self.engine.backward(loss, **kwargs)
         finally:
             self.engine.set_gradient_accumulation_boundary(self._boundary_hint)
+        if held is not None:
+            torch._foreach_add_(self.read(), held)
+
+    def _take_partition(self) -> list[torch.Tensor] | None:
+        """ZeRO-1/2: a copy of the partition, which is then zeroed; None before the
+        step's first reduction allocates it."""
+        for param in self.params:
+            mapping = param._hp_mapping
+            if mapping.gradient_dict.get(mapping.param_group_index) is None:
+                return None
+        pieces = self.read()
+        held = [piece.clone() for piece in pieces]
+        torch._foreach_zero_(pieces)
+        return held
 
     def reference_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """The engine, so that the reference backward lands in the partition."""
@@ -155,15 +175,17 @@ class ZeroGradients:
     ) -> None:
         """Back-propagate a retain loss through the engine, on its partition.
 
-        The engine adds the reference gradient t (averaged over ranks) to the
-        partition that holds g; t is the difference, added as alpha·t to ``into``
-        (r). g is put back, plus ``weight_in_loss``·t on the fast path. Extra
-        memory: one partition copy.
+        g is set aside and the partition zeroed, so that after the engine's
+        backward it holds the reference gradient t alone (averaged over ranks),
+        whether this DeepSpeed version adds into the partition or copies into it
+        at a micro-step's first reduction. t is added as alpha·t to ``into`` (r);
+        g is put back, plus ``weight_in_loss``·t on the fast path. Extra memory:
+        one partition copy.
         """
         unlearning = [piece.clone() for piece in self.read()]
+        self.write([torch.zeros_like(piece) for piece in unlearning])
         self._engine_backward(loss, scale_wrt_gas=False)
         pieces = self.read()
-        torch._foreach_sub_(pieces, unlearning)
         if into:
             torch._foreach_add_(into, pieces, alpha=alpha)
         if weight_in_loss is None:

@@ -42,6 +42,9 @@ from gru_plugin.trainer import gru_trainer_class
 BASES = {"GradAscent": GradientAscent, "GradDiff": GradDiff}
 
 
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
 def launch(out: Path, processes: int, device: str, *options: str) -> list[dict]:
     """Run this worker on ``processes`` processes; each rank's record."""
     launcher = [sys.executable]
@@ -57,14 +60,16 @@ def launch(out: Path, processes: int, device: str, *options: str) -> list[dict]:
     if device == "cpu":
         # DeepSpeed on CPU; LOCAL_SIZE spares ZeRO-3 a call to the numactl binary.
         env |= {"DS_ACCELERATOR": "cpu", "LOCAL_SIZE": str(processes)}
-    with deepspeed_shm_cleanup():
-        done = subprocess.run(
-            [*launcher, __file__, f"--out={out}", f"--device={device}", *options],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+    command = [*launcher, __file__, f"--out={out}", f"--device={device}", *options]
+    for attempt in range(2):
+        with deepspeed_shm_cleanup():
+            done = subprocess.run(
+                command, env=env, capture_output=True, text=True, timeout=300
+            )
+        # Seen rarely with transformers 5 / accelerate 1.12 on a loaded machine: a
+        # rank aborts as it exits. The whole run is repeated once, never excused.
+        if done.returncode == 0 or TEARDOWN_ABORT not in done.stderr or attempt:
+            break
     if done.returncode != 0:
         raise RuntimeError(f"worker failed:\n{done.stderr[-3000:]}")
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(processes)]
@@ -109,7 +114,7 @@ def main() -> None:
         engine |= {"save_strategy": "steps", "save_steps": options.save_steps}
 
     class Sequential(gru_trainer_class(BASES[options.method])):
-        def _get_train_sampler(self):
+        def _get_train_sampler(self, *args):
             return torch.utils.data.SequentialSampler(self.train_dataset)
 
     args = TrainingArguments(
@@ -141,7 +146,7 @@ def main() -> None:
         "fast_path": trainer.gru_fast_path,
         "history": history,
         # GRU's persistent memory on this rank, and the model's trainable size.
-        "ema_elements": sum(b.numel() for b in trainer._gru_ema_buffers),
+        "ema_elements": sum(b.numel() for b in trainer.gru_reference.buffers),
         "trainable_elements": sum(
             p.numel() for p in trainer.model.parameters() if p.requires_grad
         ),

@@ -9,9 +9,40 @@ weight, for g, so no extra forward or backward runs.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import torch
+from transformers import Trainer
+
+from gru_plugin.settings import GRUSettings
+
+logger = logging.getLogger(__name__)
+
+
+def reuses_method_retain(
+    method: Trainer, settings: GRUSettings, has_retain_loss: bool
+) -> bool:
+    """Whether the fast path applies: the method's retain loss is the reference
+    (its NLL, or any with ``gru.reference=host``). When not, the log says so."""
+    fast = (
+        settings.fast_path
+        and has_retain_loss
+        and (
+            settings.reference == "host"
+            or getattr(method, "retain_loss_type", None) == "NLL"
+        )
+    )
+    if settings.enabled and not fast:
+        logger.warning(
+            "GRU: not reusing %s's retain backward (gru.reference=%s, "
+            "gru.fast_path=%s); running an extra reference forward+backward on "
+            "each retain batch",
+            type(method).__name__,
+            settings.reference,
+            settings.fast_path,
+        )
+    return fast
 
 
 class RetainCut:

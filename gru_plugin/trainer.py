@@ -22,7 +22,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from gru_plugin.compat import micro_batches_in_step
 from gru_plugin.engines import engine_class_for
-from gru_plugin.fastpath import RetainCut
+from gru_plugin.fastpath import RetainCut, reuses_method_retain
 from gru_plugin.plugins import make_strategy
 from gru_plugin.rectify import RectifyStats
 from gru_plugin.reference import (
@@ -49,23 +49,7 @@ class GRUTrainerMixin:
         self._gru_engine_class = engine_class_for(self)
         has_retain_loss = hasattr(super(), "compute_retain_loss")
         self._check_gru_setup(has_retain_loss)
-        self.gru_fast_path = (
-            gru_settings.fast_path
-            and has_retain_loss
-            and (
-                gru_settings.reference == "host"
-                or getattr(self, "retain_loss_type", None) == "NLL"
-            )
-        )
-        if gru_settings.enabled and not self.gru_fast_path:
-            logger.warning(
-                "GRU: not reusing %s's retain backward (gru.reference=%s, "
-                "gru.fast_path=%s); running an extra reference forward+backward on "
-                "each retain batch",
-                type(self).__name__,
-                gru_settings.reference,
-                gru_settings.fast_path,
-            )
+        self.gru_fast_path = reuses_method_retain(self, gru_settings, has_retain_loss)
         self.gru_log = StepLog(gru_settings.nonfinite)
         self.gru_reference: ReferenceEMA | None = None
         self._gru_engine = None
@@ -103,8 +87,6 @@ class GRUTrainerMixin:
             self.optimizer.register_step_pre_hook(self._gru_before_optimizer_step)
         return self.optimizer
 
-    # -- checkpoints ---------------------------------------------------------------
-
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
         """Also honour ``args.resume_from_checkpoint``: the host passes no argument."""
         if resume_from_checkpoint is None:
@@ -126,8 +108,6 @@ class GRUTrainerMixin:
             name = self._gru_engine_class.state_file(self)
             path = os.path.join(resume_from_checkpoint, name)
             self._gru_resumed, self.gru_log.nonfinite_steps = load_gru_state(path)
-
-    # -- one micro-batch ---------------------------------------------------------
 
     def compute_retain_loss(self, model, retain_inputs):
         """The method's retain loss, cut from its graph while the fast path runs."""
@@ -183,8 +163,6 @@ class GRUTrainerMixin:
             if self.gru_settings.reference == "host":
                 return self.compute_retain_loss(model=model, retain_inputs=retain)
             return model(**retain).loss
-
-    # -- one optimizer step -------------------------------------------------------
 
     def _gru_before_optimizer_step(self, optimizer, args, kwargs) -> None:
         """Safety net: never let the optimizer step on an unrectified gradient."""

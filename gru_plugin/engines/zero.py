@@ -132,35 +132,45 @@ class ZeroGradients:
         sets it on the engine; older versions let the engine count micro-steps.
         """
         self._boundary_hint = sync_gradients
+        if self.stage3:  # ZeRO-3 adds every backward into the partition itself
+            self._engine_backward(loss, **kwargs)
+            return
+        held = self._backward_alone(loss, **kwargs)
+        if held is not None:
+            torch._foreach_add_(self.read(), held)
+
+    def _backward_alone(
+        self, loss: torch.Tensor, **kwargs
+    ) -> list[torch.Tensor] | None:
+        """Back-propagate ``loss`` so that the partition then holds its gradient
+        alone; return what the partition held (None: nothing reduced yet)."""
+        held = None
+        if self.stage3 or self._partition_allocated():
+            pieces = self.read()
+            held = [piece.clone() for piece in pieces]
+            if self.stage3:  # its pieces may be copies
+                self.write([torch.zeros_like(piece) for piece in held])
+            else:
+                torch._foreach_zero_(pieces)
         self._engine_backward(loss, **kwargs)
+        return held
+
+    def _partition_allocated(self) -> bool:
+        """ZeRO-1/2: the partition exists only after the step's first reduction."""
+        return all(
+            p._hp_mapping.gradient_dict.get(p._hp_mapping.param_group_index) is not None
+            for p in self.params
+        )
 
     def _engine_backward(self, loss: torch.Tensor, **kwargs) -> None:
-        """``engine.backward``, its gradient added into the partition (see above)."""
-        if self.stage3:
-            if self._boundary_hint is not None:
-                self.engine.set_gradient_accumulation_boundary(self._boundary_hint)
-            self.engine.backward(loss, **kwargs)
-            return
-        held = self._take_partition()
-        self.engine.set_gradient_accumulation_boundary(True)
+        """``engine.backward``; ZeRO-1/2 reduce it as at a boundary (see above)."""
+        reduce_now = True if not self.stage3 else self._boundary_hint
+        if reduce_now is not None:
+            self.engine.set_gradient_accumulation_boundary(reduce_now)
         try:
             self.engine.backward(loss, **kwargs)
         finally:
             self.engine.set_gradient_accumulation_boundary(self._boundary_hint)
-        if held is not None:
-            torch._foreach_add_(self.read(), held)
-
-    def _take_partition(self) -> list[torch.Tensor] | None:
-        """ZeRO-1/2: a copy of the partition, which is then zeroed; None before the
-        step's first reduction allocates it."""
-        for param in self.params:
-            mapping = param._hp_mapping
-            if mapping.gradient_dict.get(mapping.param_group_index) is None:
-                return None
-        pieces = self.read()
-        held = [piece.clone() for piece in pieces]
-        torch._foreach_zero_(pieces)
-        return held
 
     def reference_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """The engine, so that the reference backward lands in the partition."""
@@ -175,16 +185,11 @@ class ZeroGradients:
     ) -> None:
         """Back-propagate a retain loss through the engine, on its partition.
 
-        g is set aside and the partition zeroed, so that after the engine's
-        backward it holds the reference gradient t alone (averaged over ranks),
-        whether this DeepSpeed version adds into the partition or copies into it
-        at a micro-step's first reduction. t is added as alpha·t to ``into`` (r);
-        g is put back, plus ``weight_in_loss``·t on the fast path. Extra memory:
-        one partition copy.
+        The partition then holds the reference gradient t alone (averaged over
+        ranks); t is added as alpha·t to ``into`` (r), and g is put back, plus
+        ``weight_in_loss``·t on the fast path. Extra memory: one partition copy.
         """
-        unlearning = [piece.clone() for piece in self.read()]
-        self.write([torch.zeros_like(piece) for piece in unlearning])
-        self._engine_backward(loss, scale_wrt_gas=False)
+        unlearning = self._backward_alone(loss, scale_wrt_gas=False)
         pieces = self.read()
         if into:
             torch._foreach_add_(into, pieces, alpha=alpha)

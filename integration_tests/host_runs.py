@@ -91,13 +91,14 @@ class Run:
         return load_file(self.out / "model.safetensors")
 
 
-def two_rank_gru_logs(run: Run) -> list[dict]:
-    """``run.gru_logs``, checked to be those of ``CPU_RUN`` on 2 ranks: forget01 has
-    40 rows, 2 ranks x 4 rows x 2 micro-batches use 16 per step, so each of the 3
-    steps is 0.4 epoch (one process would take 0.2)."""
+def two_rank_gru_logs(run: Run, batch: int = 4) -> list[dict]:
+    """``run.gru_logs``, checked to be those of ``CPU_RUN`` on 2 ranks with
+    ``batch`` rows a micro-batch: forget01 has 40 rows, 2 ranks x ``batch`` rows x 2
+    micro-batches are used per step, so each of the 3 steps is 0.1·``batch`` epoch
+    (one process would take half that)."""
     logs = run.gru_logs
     assert len(logs) == 3
-    assert logs[0]["epoch"] == pytest.approx(0.4)
+    assert logs[0]["epoch"] == pytest.approx(0.1 * batch)
     return logs
 
 

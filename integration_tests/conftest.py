@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from host_runs import (
 )
 
 from gru_plugin.cli import OFFLINE_ENV
+from gru_plugin.testing import run_processes
 
 
 def pytest_collection_modifyitems(config, items):
@@ -69,9 +69,7 @@ def run_host(tiny_model, tmp_path_factory):
             *overrides,
         ]
         env = {**os.environ, **OFFLINE_ENV}
-        done = subprocess.run(
-            command, cwd=root, env=env, capture_output=True, text=True, timeout=600
-        )
+        done = run_processes(command, cwd=root, env=env, timeout=600)
         assert done.returncode == 0, (
             f"host run failed ({' '.join(overrides)}):\n{done.stderr[-2500:]}"
         )

@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -36,13 +35,10 @@ from test_trainer import (
 )
 
 from gru_plugin.settings import GRUSettings
-from gru_plugin.testing import deepspeed_shm_cleanup
+from gru_plugin.testing import deepspeed_shm_cleanup, run_processes
 from gru_plugin.trainer import gru_trainer_class
 
 BASES = {"GradAscent": GradientAscent, "GradDiff": GradDiff}
-
-
-TEARDOWN_ABORT = "terminate called without an active exception"
 
 
 def launch(out: Path, processes: int, device: str, *options: str) -> list[dict]:
@@ -61,15 +57,8 @@ def launch(out: Path, processes: int, device: str, *options: str) -> list[dict]:
         # DeepSpeed on CPU; LOCAL_SIZE spares ZeRO-3 a call to the numactl binary.
         env |= {"DS_ACCELERATOR": "cpu", "LOCAL_SIZE": str(processes)}
     command = [*launcher, __file__, f"--out={out}", f"--device={device}", *options]
-    for attempt in range(2):
-        with deepspeed_shm_cleanup():
-            done = subprocess.run(
-                command, env=env, capture_output=True, text=True, timeout=300
-            )
-        # Seen rarely with transformers 5 / accelerate 1.12 on a loaded machine: a
-        # rank aborts as it exits. The whole run is repeated once, never excused.
-        if done.returncode == 0 or TEARDOWN_ABORT not in done.stderr or attempt:
-            break
+    with deepspeed_shm_cleanup():
+        done = run_processes(command, env=env, timeout=300)
     if done.returncode != 0:
         raise RuntimeError(f"worker failed:\n{done.stderr[-3000:]}")
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(processes)]

@@ -1,16 +1,18 @@
-"""The fast path: the method's own retain loss doubles as the reference loss.
+"""The reference loss: on the fast path the method's own retain loss doubles as it.
 
 While the method's step runs, each retain loss it computes is replaced by a leaf
 of the same value: the method's backward stops at the leaf, and the gradient that
 reaches it is the weight the method's loss gave the retain loss, whatever the
 formula. GRU then back-propagates the retain graph once, for r and, with that
-weight, for g, so no extra forward or backward runs.
+weight, for g, so no extra forward or backward runs. Off the fast path an extra
+reference pass runs on the retain batch.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from transformers import Trainer
@@ -45,6 +47,22 @@ def reuses_method_retain(
     return fast
 
 
+def extra_reference_loss(
+    method: Trainer, model: torch.nn.Module, inputs: dict[str, Any]
+) -> torch.Tensor:
+    """Off the fast path: the reference loss on the micro-batch's retain part."""
+    if "retain" not in inputs:
+        raise ValueError(
+            "GRU needs a retain batch: the training data yields no 'retain' key"
+        )
+    keys = ("input_ids", "attention_mask", "labels")
+    retain = method._prepare_inputs({key: inputs["retain"][key] for key in keys})
+    with method.compute_loss_context_manager():
+        if method.gru_settings.reference == "host":
+            return method.compute_retain_loss(model=model, retain_inputs=retain)
+        return model(**retain).loss
+
+
 class RetainCut:
     """Cuts retain losses from the method's graph while ``run`` runs a step."""
 
@@ -71,6 +89,6 @@ class RetainCut:
         if not captured:
             raise RuntimeError(
                 f"GRU: {method}.compute_loss did not call compute_retain_loss; "
-                "set gru.fast_path=false"
+                "set gru.fast_path=false and gru.project=all"
             )
         return loss, [(retain_loss, leaf.grad) for retain_loss, leaf in captured]

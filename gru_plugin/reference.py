@@ -2,7 +2,8 @@
 
 r lives in one flat buffer per dtype and device, so averaging it across ranks is
 one in-place collective; each trainable parameter (or, under ZeRO, this rank's
-piece of it) sees r as a view into those buffers.
+piece of it) sees r as a view into those buffers. With ``gru.project=forget`` the
+method's retain term of g is held the same way until the projection is done.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ NONFINITE_KEY = "nonfinite_steps"
 """The count of non-finite steps, saved beside r (``ema.<parameter name>``)."""
 
 
-class ReferenceEMA:
-    """r ← γ·fresh + (1−γ)·r, with r₀ = 0, for the pieces of one ``Layout``."""
+class FlatBuffers:
+    """One tensor per piece of a ``Layout``, as views into one flat buffer per
+    dtype and device (so a collective over all of them is one call per buffer)."""
 
-    def __init__(self, layout: Layout, names: Sequence[str]) -> None:
+    def __init__(self, layout: Layout) -> None:
         sizes: dict[tuple[torch.dtype, torch.device], int] = {}
         for shape, dtype, device in layout:
             sizes[dtype, device] = sizes.get((dtype, device), 0) + shape.numel()
@@ -41,15 +43,22 @@ class ReferenceEMA:
             offsets[dtype, device] = end
             self.tensors.append(by_kind[dtype, device][start:end].view(shape))
         self.buffers = list(by_kind.values())
+
+    def restart(self) -> None:
+        """Every tensor ← 0."""
+        torch._foreach_zero_(self.buffers)
+
+
+class ReferenceEMA(FlatBuffers):
+    """r ← γ·fresh + (1−γ)·r, with r₀ = 0, for the pieces of one ``Layout``."""
+
+    def __init__(self, layout: Layout, names: Sequence[str]) -> None:
+        super().__init__(layout)
         self.names = [f"ema.{name}" for name in names]
 
     def decay(self, gamma: float) -> None:
         """The step's first micro-batch: r ← (1−γ)·r, before the fresh part comes."""
         torch._foreach_mul_(self.tensors, 1.0 - gamma)
-
-    def restart(self) -> None:
-        """r ← 0, e.g. after a NaN/inf poisoned it."""
-        torch._foreach_zero_(self.buffers)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return dict(zip(self.names, self.tensors, strict=True))

@@ -8,6 +8,7 @@ from typing import Any
 
 REFERENCES = ("nll", "host")
 NONFINITE = ("skip", "raise")
+PROJECTIONS = ("all", "forget")
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,9 @@ class GRUSettings:
     backward as the reference where it is the same loss (false: always an extra
     reference pass, for comparison); ``nonfinite`` says what a NaN/inf in g or r
     does: ``skip`` (count it, leave that step unrectified, restart a poisoned EMA)
-    or ``raise``.
+    or ``raise``; ``project`` is what gets rectified: ``all`` of g (the paper's
+    GD, NPO+GD) or only the ``forget`` part, the method's own retain term being
+    added after the projection, unchanged (the official code's ``+ce``/``+KL``).
     """
 
     method: str | None = None
@@ -33,6 +36,7 @@ class GRUSettings:
     strategy_args: Mapping[str, Any] = field(default_factory=dict)
     fast_path: bool = True
     nonfinite: str = "skip"
+    project: str = "all"
 
     def __post_init__(self):
         for name in ("enabled", "fast_path"):
@@ -52,6 +56,12 @@ class GRUSettings:
         if self.nonfinite not in NONFINITE:
             raise ValueError(
                 f"gru.nonfinite={self.nonfinite!r}: choose one of {list(NONFINITE)}"
+            )
+        if self.project not in PROJECTIONS:
+            raise ValueError(
+                f"gru.project={self.project!r}: choose one of {list(PROJECTIONS)} "
+                "(all: rectify the whole gradient; forget: only the method's "
+                "forget part, its retain term added after)"
             )
 
     @classmethod

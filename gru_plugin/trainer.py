@@ -7,7 +7,9 @@ Trainer (or engine) clips and steps. Where the gradients live is the engine's
 business (``engines``). Fast path: when the reference loss is the method's own
 retain loss, that loss is cut from the method's graph and back-propagated once,
 for r and, weighted as the method weighs it, for g; otherwise an extra
-forward+backward of the reference loss runs.
+forward+backward of the reference loss runs. With ``gru.project=forget`` the
+method's retain losses are cut the same way on either path, and their part of g
+is held back until the forget part has been rectified.
 """
 
 from __future__ import annotations
@@ -15,17 +17,17 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from typing import Any
 
 import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from gru_plugin.compat import micro_batches_in_step
 from gru_plugin.engines import engine_class_for
-from gru_plugin.fastpath import RetainCut, reuses_method_retain
+from gru_plugin.fastpath import RetainCut, extra_reference_loss, reuses_method_retain
 from gru_plugin.plugins import make_strategy
 from gru_plugin.rectify import RectifyStats
 from gru_plugin.reference import (
+    FlatBuffers,
     ReferenceEMA,
     load_gru_state,
     parameter_names,
@@ -50,6 +52,8 @@ class GRUTrainerMixin:
         has_retain_loss = hasattr(super(), "compute_retain_loss")
         self._check_gru_setup(has_retain_loss)
         self.gru_fast_path = reuses_method_retain(self, gru_settings, has_retain_loss)
+        self._gru_holds_retain = gru_settings.project == "forget" and has_retain_loss
+        self._gru_retain_part: FlatBuffers | None = None
         self.gru_log = StepLog(gru_settings.nonfinite)
         self.gru_reference: ReferenceEMA | None = None
         self._gru_engine = None
@@ -118,19 +122,21 @@ class GRUTrainerMixin:
         if not self.gru_settings.enabled:
             return super().training_step(model, inputs, *args, **kwargs)
         engine = self._gru_open_step()
-        if self.gru_fast_path:
-            step = functools.partial(
-                super().training_step, model, inputs, *args, **kwargs
-            )
-            loss, retain_losses = self._gru_cut.run(step, type(self).__name__)
+        step = functools.partial(super().training_step, model, inputs, *args, **kwargs)
+        if self.gru_fast_path or self._gru_holds_retain:
+            loss, method_retain = self._gru_cut.run(step, type(self).__name__)
         else:
-            loss = super().training_step(model, inputs, *args, **kwargs)
-            retain_model = engine.reference_model(model)
-            retain_losses = [(self._reference_loss(retain_model, inputs), None)]
+            loss, method_retain = step(), []
         alpha = self.gru_settings.gamma / micro_batches_in_step(self)
-        for index, (retain_loss, weight_in_loss) in enumerate(retain_losses):
-            into = self.gru_reference.tensors if index == 0 else None
-            engine.backward_reference(retain_loss, into, alpha, weight_in_loss)
+        reference, held = self.gru_reference.tensors, self._gru_retain_part
+        if self.gru_fast_path:
+            (retain_loss, weight), *method_retain = method_retain
+            engine.backward_reference(retain_loss, reference, alpha, weight, held)
+        for retain_loss, weight in method_retain:
+            engine.backward_reference(retain_loss, None, alpha, weight, held)
+        if not self.gru_fast_path:
+            extra = extra_reference_loss(self, engine.reference_model(model), inputs)
+            engine.backward_reference(extra, reference, alpha, None)
         if engine.at_boundary():
             self._rectify()
         engine.end_micro_batch()
@@ -143,6 +149,8 @@ class GRUTrainerMixin:
             engine = self._gru_engine = self._gru_engine_class(self)
             names = parameter_names(self.model, engine.params)
             self.gru_reference = ReferenceEMA(engine.layout(), names)
+            if self._gru_holds_retain:
+                self._gru_retain_part = FlatBuffers(engine.layout())
             if self._gru_resumed is not None:
                 self.gru_reference.load_state_dict(self._gru_resumed)
                 self._gru_resumed = None
@@ -150,19 +158,6 @@ class GRUTrainerMixin:
             self.gru_reference.decay(self.gru_settings.gamma)
             self._gru_step_open = True
         return self._gru_engine
-
-    def _reference_loss(self, model, inputs: dict[str, Any]) -> torch.Tensor:
-        """The reference loss on the micro-batch's retain part, for the extra pass."""
-        if "retain" not in inputs:
-            raise ValueError(
-                "GRU needs a retain batch: the training data yields no 'retain' key"
-            )
-        keys = ("input_ids", "attention_mask", "labels")
-        retain = self._prepare_inputs({key: inputs["retain"][key] for key in keys})
-        with self.compute_loss_context_manager():
-            if self.gru_settings.reference == "host":
-                return self.compute_retain_loss(model=model, retain_inputs=retain)
-            return model(**retain).loss
 
     def _gru_before_optimizer_step(self, optimizer, args, kwargs) -> None:
         """Safety net: never let the optimizer step on an unrectified gradient."""
@@ -175,7 +170,9 @@ class GRUTrainerMixin:
 
     def _rectify(self) -> None:
         self._gru_step_open = False
-        stats = self._gru_engine.rectify(self.gru_reference, self._gru_coefficient)
+        stats = self._gru_engine.rectify(
+            self.gru_reference, self._gru_coefficient, self._gru_retain_part
+        )
         if self.gru_log.record(stats, step=self.state.global_step + 1):
             self.gru_reference.restart()
 

@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--grad-accum", type=int, required=True)
     parser.add_argument("--method", choices=sorted(BASES), default="GradDiff")
     parser.add_argument("--no-fast-path", action="store_true")
+    parser.add_argument("--project", choices=("all", "forget"), default="all")
     parser.add_argument("--zero-stage", type=int, choices=(1, 2, 3))
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--save-steps", type=int, help="checkpoint every N steps")
@@ -115,7 +116,7 @@ def main() -> None:
         **{k: v for k, v in TOY_ARGS.items() if k not in engine and k != "use_cpu"},
         **engine,
     )
-    settings = GRUSettings(fast_path=not options.no_fast_path)
+    settings = GRUSettings(fast_path=not options.no_fast_path, project=options.project)
     trainer = Sequential(
         model=tiny_model(),
         args=args,
@@ -126,6 +127,7 @@ def main() -> None:
     trainer.seen = []
     trainer.train(resume_from_checkpoint=options.resume_from)
     rank = trainer.args.process_index
+    held = trainer._gru_retain_part  # gru.project=forget's retain term of g
     history = [
         {"coef": s.coef, "cos": s.cos, "fired": s.fired} for s in trainer.gru_history
     ]
@@ -136,6 +138,7 @@ def main() -> None:
         "history": history,
         # GRU's persistent memory on this rank, and the model's trainable size.
         "ema_elements": sum(b.numel() for b in trainer.gru_reference.buffers),
+        "held_elements": sum(b.numel() for b in held.buffers) if held else 0,
         "trainable_elements": sum(
             p.numel() for p in trainer.model.parameters() if p.requires_grad
         ),

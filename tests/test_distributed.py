@@ -25,8 +25,9 @@ def run_worker(out: Path, processes: int, *options: str) -> list[dict]:
 
 
 PATHS = [
-    ("GradDiff", True, (2, 1)),  # the method's retain backward reused
-    ("GradAscent", False, (4, 2)),  # an extra reference pass, accumulated
+    ("GradDiff", True, "all", (2, 1)),  # the method's retain backward reused
+    ("GradAscent", False, "all", (4, 2)),  # an extra reference pass, accumulated
+    ("GradDiff", True, "forget", (4, 2)),  # the retain term held back, accumulated
 ]
 
 
@@ -47,12 +48,13 @@ def one_rank(tmp_path_factory):
 
 
 @pytest.mark.parametrize("zero_stage", [None, 1, 2, 3], ids=lambda s: f"zero{s}")
-@pytest.mark.parametrize("method, fast_path, accumulation", PATHS)
+@pytest.mark.parametrize("method, fast_path, project, accumulation", PATHS)
 def test_two_ranks_equal_one_rank(
-    tmp_path, one_rank, method, fast_path, accumulation, zero_stage
+    tmp_path, one_rank, method, fast_path, project, accumulation, zero_stage
 ):
     one_gas, two_gas = accumulation
-    options = [f"--method={method}", *([] if fast_path else ["--no-fast-path"])]
+    options = [f"--method={method}", f"--project={project}"]
+    options += [] if fast_path else ["--no-fast-path"]
     single, single_out = one_rank(options, one_gas)
     engine = [] if zero_stage is None else [f"--zero-stage={zero_stage}"]
     ranks = run_worker(
@@ -68,6 +70,9 @@ def test_two_ranks_equal_one_rank(
     # each rank's half (plus ZeRO-3's padding of odd sizes) under ZeRO-1/2/3.
     total = single["trainable_elements"]
     ema = [r["ema_elements"] for r in ranks]
+    assert [r["held_elements"] for r in ranks] == (
+        ema if project == "forget" else [0, 0]
+    )
     if zero_stage is None:
         assert ema == [total, total]
     else:

@@ -60,3 +60,8 @@ def test_builtins_registered():
 def test_unknown_nonfinite_policy():
     with pytest.raises(ValueError, match="gru.nonfinite='ignore'.*skip.*raise"):
         GRUSettings(nonfinite="ignore")
+
+
+def test_unknown_projection():
+    with pytest.raises(ValueError, match="gru.project='retain'.*all.*forget"):
+        GRUSettings(project="retain")

@@ -13,6 +13,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
 
+import gru_plugin.trainer
 from gru_plugin.settings import GRUSettings
 from gru_plugin.trainer import gru_trainer_class
 
@@ -81,8 +82,12 @@ class GradDiff(GradientAscent):
         return model(**retain_inputs).loss
 
     @staticmethod
+    def retain_term_of(model, inputs):
+        return 0.7 * model(**inputs["retain"]).loss
+
+    @staticmethod
     def loss_of(model, inputs):
-        return -model(**inputs["forget"]).loss + 0.7 * model(**inputs["retain"]).loss
+        return -model(**inputs["forget"]).loss + GradDiff.retain_term_of(model, inputs)
 
     def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
         self.seen.append((self.state.global_step, inputs))
@@ -139,8 +144,11 @@ def grads_of(model, loss) -> torch.Tensor:
     return torch.cat([g.reshape(-1).double() for g in grads])
 
 
-def expected_steps(trainer, gas, gamma, loss_of=GradientAscent.loss_of):
-    """Recompute every step's rectified gradient from the recorded micro-batches."""
+def expected_steps(
+    trainer, gas, gamma, loss_of=GradientAscent.loss_of, held_term_of=None
+):
+    """Recompute every step's rectified gradient from the recorded micro-batches;
+    with ``held_term_of``, that term's gradient is added after the projection."""
     model = trainer.model
     by_step: dict[int, list] = {}
     for step, inputs in trainer.seen:
@@ -157,12 +165,16 @@ def expected_steps(trainer, gas, gamma, loss_of=GradientAscent.loss_of):
             else gas
         )
         g = sum(grads_of(model, loss_of(model, b)) / n for b in batches)
+        held = 0
+        if held_term_of is not None:
+            held = sum(grads_of(model, held_term_of(model, b)) / n for b in batches)
+        g = g - held
         f = sum(grads_of(model, model(**b["retain"]).loss) / n for b in batches)
         r = gamma * f + (1 - gamma) * (r if r is not None else torch.zeros_like(f))
         dot = torch.dot(g, r)
         if dot < 0:
             g = g - dot / torch.dot(r, r) * r
-        out.append(g)
+        out.append(g + held)
     return out
 
 
@@ -254,6 +266,38 @@ def test_fast_path_and_ema(gamma, fast_path, tmp_path):
         assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize(("n", "gas", "epochs"), [(5, 2, 2), (3, 4, 2)])
+def test_project_forget_matches_float64_reference(n, gas, epochs, fast_path, tmp_path):
+    """Only the forget part is rectified; the method's retain term comes after."""
+    settings = GRUSettings(project="forget", fast_path=fast_path)
+    trainer, captured = make_trainer(n, gas, epochs, settings, tmp_path, GradDiff)
+    trainer.train()
+    expected = expected_steps(
+        trainer, gas, 0.8, GradDiff.loss_of, GradDiff.retain_term_of
+    )
+    assert len(captured) == len(expected) == trainer.state.global_step
+    for seen, want in zip(captured, expected, strict=True):
+        got = torch.cat([t.reshape(-1) for t in seen])
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert any(stats.fired for stats in trainer.gru_history)
+    whole = expected_steps(trainer, gas, 0.8, GradDiff.loss_of)
+    assert any(not torch.allclose(a, b) for a, b in zip(expected, whole, strict=True))
+    assert trainer._gru_retain_part.buffers[0].abs().max() == 0  # cleared each step
+
+
+def test_project_forget_is_all_without_a_retain_loss(tmp_path):
+    """GradAscent has no retain term: ``forget`` is ``all``, bit for bit."""
+    every, every_grads = make_trainer(5, 2, 1, GRUSettings(), tmp_path / "a")
+    every.train()
+    settings = GRUSettings(project="forget")
+    forget, forget_grads = make_trainer(5, 2, 1, settings, tmp_path / "b")
+    forget.train()
+    assert forget._gru_retain_part is None
+    for a, b in zip(every_grads, forget_grads, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
 def trained_weights(trainer) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
@@ -308,22 +352,24 @@ def test_statistics_join_the_training_log_of_their_step(tmp_path):
         assert entry["gru/fired"] == sum(s.fired for s in window) / 2
 
 
-def nan_on_second_reference(trainer):
+def nan_on_second_reference(monkeypatch):
     """The run's second reference pass yields NaN (a poisoned retain batch)."""
     calls = []
-    original = trainer._reference_loss
+    original = gru_plugin.trainer.extra_reference_loss
 
-    def reference_loss(model, retain):
+    def reference_loss(method, model, inputs):
         calls.append(1)
-        loss = original(model, retain)
+        loss = original(method, model, inputs)
         return loss * float("nan") if len(calls) == 2 else loss
 
-    trainer._reference_loss = reference_loss
+    monkeypatch.setattr(gru_plugin.trainer, "extra_reference_loss", reference_loss)
 
 
-def test_nan_reference_is_counted_skipped_and_the_ema_restarts(tmp_path, caplog):
+def test_nan_reference_is_counted_skipped_and_the_ema_restarts(
+    tmp_path, caplog, monkeypatch
+):
     trainer, captured = make_trainer(4, 1, 1, GRUSettings(gamma=0.5), tmp_path)
-    nan_on_second_reference(trainer)
+    nan_on_second_reference(monkeypatch)
     with caplog.at_level(logging.WARNING, logger="gru_plugin.trainer"):
         trainer.train()
     finite = [stats.finite for stats in trainer.gru_history]
@@ -336,10 +382,10 @@ def test_nan_reference_is_counted_skipped_and_the_ema_restarts(tmp_path, caplog)
     assert logged == [0, 1, 1, 1]
 
 
-def test_nan_reference_stops_the_run_when_asked(tmp_path):
+def test_nan_reference_stops_the_run_when_asked(tmp_path, monkeypatch):
     settings = GRUSettings(nonfinite="raise")
     trainer, _ = make_trainer(4, 1, 1, settings, tmp_path)
-    nan_on_second_reference(trainer)
+    nan_on_second_reference(monkeypatch)
     with pytest.raises(FloatingPointError, match=r"step 2.*gru.nonfinite=raise"):
         trainer.train()
 
@@ -353,9 +399,10 @@ def test_resume_keeps_the_nonfinite_count(tmp_path, monkeypatch):
         trainer.args.save_steps = 2
         trainer.args.save_only_model = False
         trainer.args.resume_from_checkpoint = resume
-        if poison:
-            nan_on_second_reference(trainer)
-        trainer.train()
+        with monkeypatch.context() as patch:
+            if poison:
+                nan_on_second_reference(patch)
+            trainer.train()
         return trainer
 
     assert run(tmp_path / "full", poison=True).gru_nonfinite == 1

@@ -7,7 +7,8 @@ piece into r and frees it, so the only extra memory is r itself.
 DDP averages only the method's own backward, through its reducer. The reference
 backward runs on the bare module (a second pass through DDP's reducer is not
 synced and can confuse it), so r, and on the fast path the retain part added to g,
-are local to each rank until ``rectify`` averages them once per step.
+are local to each rank until ``rectify`` averages them once per step (so is the
+method's retain term that ``gru.project=forget`` holds back from g).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from accelerate.utils import DistributedType
 
 from gru_plugin.compat import at_step_boundary
 from gru_plugin.rectify import Coefficient, RectifyStats, rectify_
-from gru_plugin.reference import Layout, ReferenceEMA
+from gru_plugin.reference import FlatBuffers, Layout, ReferenceEMA
 
 STATE_FILE = "gru_state.safetensors"
 """GRU's state (r and the non-finite count) in each Trainer checkpoint folder."""
@@ -61,25 +62,35 @@ class LocalGradients:
         into: Sequence[torch.Tensor] | None,
         alpha: float,
         weight_in_loss: torch.Tensor | None,
+        retain_part: FlatBuffers | None = None,
     ) -> None:
         """Back-propagate a retain loss once, consuming its gradient per parameter.
 
         Each parameter's piece t is added as alpha·t to its tensor of ``into`` (r)
-        and, on the fast path, as ``weight_in_loss``·t to g; then it is freed.
-        g stays in ``param.grad``.
+        and, when the method's loss holds it, as ``weight_in_loss``·t to g, or to
+        ``retain_part`` until the projection is done; then it is freed. g stays
+        in ``param.grad``.
         """
         params = [p for p in self.model.parameters() if p.requires_grad]
         unlearning = {id(p): p.grad for p in params}
         ema = dict(zip(map(id, self.params), into, strict=True)) if into else {}
-        self._g_is_local |= weight_in_loss is not None
+        held = {}
+        if retain_part is not None and weight_in_loss is not None:
+            held = dict(zip(map(id, self.params), retain_part.tensors, strict=True))
+        self._g_is_local |= weight_in_loss is not None and retain_part is None
 
         def consume(param: torch.Tensor) -> None:
             piece = param.grad
             target = ema.get(id(param))
             if target is not None:
                 target.add_(piece, alpha=alpha)
-            if weight_in_loss is not None:
-                grad = unlearning[id(param)]
+            hold = held.get(id(param))
+            grad = unlearning[id(param)]
+            if hold is not None:
+                hold.addcmul_(piece, weight_in_loss)
+                if grad is None:  # the retain term comes: g will not be None
+                    unlearning[id(param)] = torch.zeros_like(piece)
+            elif weight_in_loss is not None:
                 if grad is None:
                     unlearning[id(param)] = (piece * weight_in_loss).to(piece.dtype)
                 else:
@@ -104,19 +115,32 @@ class LocalGradients:
         """Nothing: the Trainer steps the optimizer itself."""
 
     def rectify(
-        self, reference: ReferenceEMA, coefficient: Coefficient
+        self,
+        reference: ReferenceEMA,
+        coefficient: Coefficient,
+        retain_part: FlatBuffers | None = None,
     ) -> RectifyStats:
-        self._average_across_ranks(reference)
+        """g ← rectified g (+ the held retain part, which is then cleared)."""
+        self._average_across_ranks(reference, retain_part)
         grads = [p.grad for p in self.params]
         stats = rectify_(grads, reference.tensors, coefficient)
+        if retain_part is not None:
+            present = [i for i, grad in enumerate(grads) if grad is not None]
+            torch._foreach_add_(
+                [grads[i] for i in present], [retain_part.tensors[i] for i in present]
+            )
+            retain_part.restart()
         if stats.fired:
             for param, grad in zip(self.params, grads, strict=True):
                 if param.grad is None:
                     param.grad = grad
         return stats
 
-    def _average_across_ranks(self, reference: ReferenceEMA) -> None:
-        """Make r (and, where the fast path added to it, g) the mean over ranks.
+    def _average_across_ranks(
+        self, reference: ReferenceEMA, retain_part: FlatBuffers | None
+    ) -> None:
+        """Make r (and, where the fast path added to it, g; and a held retain
+        part) the mean over ranks.
 
         The part of g that DDP reduced is already equal on every rank, so
         averaging all of g again is exact; r is equal on every rank before the
@@ -129,7 +153,8 @@ class LocalGradients:
             return
         import torch.distributed as dist
 
-        for buffer in reference.buffers:
+        held = retain_part.buffers if retain_part is not None else []
+        for buffer in [*reference.buffers, *held]:
             dist.all_reduce(buffer)
             buffer.div_(world)
         if not g_is_local:

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import torch
 
 from gru_plugin.rectify import Coefficient, RectifyStats, rectify_
-from gru_plugin.reference import Layout, ReferenceEMA
+from gru_plugin.reference import FlatBuffers, Layout, ReferenceEMA
 
 
 class ZeroGradients:
@@ -182,12 +182,14 @@ class ZeroGradients:
         into: Sequence[torch.Tensor] | None,
         alpha: float,
         weight_in_loss: torch.Tensor | None,
+        retain_part: FlatBuffers | None = None,
     ) -> None:
         """Back-propagate a retain loss through the engine, on its partition.
 
         The partition then holds the reference gradient t alone (averaged over
         ranks); t is added as alpha·t to ``into`` (r), and g is put back, plus
-        ``weight_in_loss``·t on the fast path. Extra memory: one partition copy.
+        ``weight_in_loss``·t when the method's loss holds it (into ``retain_part``
+        instead, when given). Extra memory: one partition copy.
         """
         unlearning = self._backward_alone(loss, scale_wrt_gas=False)
         pieces = self.read()
@@ -195,8 +197,12 @@ class ZeroGradients:
             torch._foreach_add_(into, pieces, alpha=alpha)
         if weight_in_loss is None:
             self.write(unlearning)
+            return
+        torch._foreach_mul_(pieces, weight_in_loss)
+        if retain_part is not None:
+            torch._foreach_add_(retain_part.tensors, pieces)
+            self.write(unlearning)
         else:
-            torch._foreach_mul_(pieces, weight_in_loss)
             torch._foreach_add_(pieces, unlearning)
             self.write(pieces)
 
@@ -209,12 +215,19 @@ class ZeroGradients:
         self.engine.step()
 
     def rectify(
-        self, reference: ReferenceEMA, coefficient: Coefficient
+        self,
+        reference: ReferenceEMA,
+        coefficient: Coefficient,
+        retain_part: FlatBuffers | None = None,
     ) -> RectifyStats:
+        """g ← rectified g (+ the held retain part, which is then cleared)."""
         pieces = self.read()
         add_over_ranks = functools.partial(sum_over_ranks, device=self.device)
         stats = rectify_(pieces, reference.tensors, coefficient, add_over_ranks)
-        if stats.fired:
+        if retain_part is not None:
+            torch._foreach_add_(pieces, retain_part.tensors)
+            retain_part.restart()
+        if stats.fired or retain_part is not None:
             self.write(pieces)
         return stats
 

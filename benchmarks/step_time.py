@@ -30,7 +30,13 @@ CASES = [*METHODS, "RMU:host"]
 # "M:host" is method M with gru.reference=host: for RMU that makes its own EMBED_DIFF
 # retain loss the reference, so the fast path applies (the default nll reference
 # needs an extra NLL pass next to EMBED_DIFF).
-VARIANTS = {"base": [], "gru": ["+gru=default"]}
+VARIANTS = {
+    "base": [],
+    "gru": ["+gru=default"],
+    "gru:forget": ["+gru=default", "gru.project=forget"],
+}
+"""Each GRU variant is compared with ``base``; ``gru:forget`` holds the method's
+retain term of g in a second buffer until the projection is done."""
 MODEL_SIZE = {"hidden": 256, "layers": 4}
 
 
@@ -238,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default=None)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--methods", nargs="+", default=CASES)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS)[1:])
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
@@ -263,10 +270,11 @@ def main(argv: list[str] | None = None) -> None:
         memory_child(host, args, model)
         return
 
+    variants = ["base", *args.variants]
     times: dict[tuple[str, str], list[dict]] = {}
     for round_index in range(args.rounds):
         for method in args.methods:
-            for variant in VARIANTS:
+            for variant in variants:
                 run = timed_run(
                     host,
                     overrides(method, variant, model, args.device),
@@ -280,27 +288,28 @@ def main(argv: list[str] | None = None) -> None:
     rows = {}
     param_bytes = peak_memory(args, args.methods[0], "base")["param_bytes"]
     for method in args.methods:
-        base = statistics.median(r["step"] for r in times[(method, "base")])
-        gru = statistics.median(r["step"] for r in times[(method, "gru")])
         memory = {
             v: statistics.median(
                 peak_memory(args, method, v)["peak"] for _ in range(args.memory_reps)
             )
-            for v in VARIANTS
+            for v in variants
         }
-        rows[method] = {
-            "base_step_s": base,
-            "gru_step_s": gru,
-            "ratio": gru / base,
-            "rectify_share": statistics.median(
-                r["rectify_share"] for r in times[(method, "gru")]
-            ),
-            "extra_peak_bytes": memory["gru"] - memory["base"],
-            "param_bytes": param_bytes,
-        }
-    if "GradAscent" in rows and "GradDiff" in rows:
-        rows["GradAscent"]["ratio_vs_graddiff"] = (
-            rows["GradAscent"]["gru_step_s"] / rows["GradDiff"]["base_step_s"]
+        base = statistics.median(r["step"] for r in times[(method, "base")])
+        for variant in args.variants:
+            step = statistics.median(r["step"] for r in times[(method, variant)])
+            rows[f"{method} {variant}"] = {
+                "base_step_s": base,
+                "gru_step_s": step,
+                "ratio": step / base,
+                "rectify_share": statistics.median(
+                    r["rectify_share"] for r in times[(method, variant)]
+                ),
+                "extra_peak_bytes": memory[variant] - memory["base"],
+                "param_bytes": param_bytes,
+            }
+    if "GradAscent gru" in rows and "GradDiff gru" in rows:
+        rows["GradAscent gru"]["ratio_vs_graddiff"] = (
+            rows["GradAscent gru"]["gru_step_s"] / rows["GradDiff gru"]["base_step_s"]
         )
     write_report(args.out, rows, args)
 
@@ -315,14 +324,16 @@ def write_report(out: Path, rows: dict, args: argparse.Namespace) -> None:
         "malloc's count; GPU: max_memory_allocated), gru minus base, median of "
         f"{args.memory_reps} fresh process(es) per variant",
         "",
-        "| method | base step (s) | +gru step (s) | ratio | vs GradDiff base | "
-        "rectify share | extra memory / param bytes |",
-        "|---|---|---|---|---|---|---|",
+        "| method | variant | base step (s) | variant step (s) | ratio | "
+        "vs GradDiff base | rectify share | extra memory / param bytes |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for method, row in rows.items():
+    for name, row in rows.items():
+        method, variant = name.split(" ")
         vs = row.get("ratio_vs_graddiff")
         lines.append(
-            f"| {method} | {row['base_step_s']:.4f} | {row['gru_step_s']:.4f} | "
+            f"| {method} | {variant} | {row['base_step_s']:.4f} | "
+            f"{row['gru_step_s']:.4f} | "
             f"{row['ratio']:.3f} | {'–' if vs is None else f'{vs:.3f}'} | "
             f"{row['rectify_share']:.2%} | "
             f"{row['extra_peak_bytes'] / row['param_bytes']:.2f} |"

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -48,6 +49,22 @@ from gru_plugin.upstream import METHODS
 MODEL = "model=Llama-3.2-1B-Instruct"  # the host's config; only paths are ours
 TRAIN_DATA = "data.train.TOFU_QA_full.args.hf_args"  # the finetune experiment's set
 
+VARIANTS = {
+    "base": [],
+    "gru": ["+gru=default"],
+    "gru:forget": ["+gru=default", "gru.project=forget"],
+    "gru:host": ["+gru=default", "gru.reference=host"],
+}
+"""Each unlearning run's GRU overrides, by variant."""
+
+
+def run_label(method: str, variant: str) -> str:
+    """``GradDiff``, ``GradDiff_GRU``, ``GradDiff_GRU-forget``: the report's labels."""
+    if variant == "base":
+        return method
+    _, _, detail = variant.partition(":")
+    return f"{method}_GRU" + (f"-{detail}" if detail else "")
+
 
 @dataclass(frozen=True)
 class Scale:
@@ -61,16 +78,21 @@ class Scale:
     finetune_batch: int = 8
     finetune_lr: float = 3e-3
     finetune_steps: int | None = None  # caps every fine-tuning run
-    unlearn_epochs: int = 3
+    unlearn_epochs: int | None = 3  # None: the host's
     unlearn_batch: int = 8
     unlearn_grad_accum: int = 2
-    unlearn_lr: float = 1e-3
+    unlearn_lr: float | None = 1e-3  # None: the host's
     unlearn_steps: int | None = None  # caps every unlearning run
     forget_split: str = "forget10"
     retain_split: str = "retain90"
     holdout_split: str = "holdout10"
     methods: tuple[str, ...] = tuple(METHODS)
+    variants: tuple[str, ...] = ("base", "gru", "gru:forget")
+    extra_variants: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {"RMU": ("gru:host",)}
+    )
     seeds: tuple[int, ...] = (0, 1, 2)
+    checkpoints: int = 3  # evaluated along each unlearning run (0: the end only)
     method_args: dict[str, list[str]] = field(
         default_factory=lambda: {
             # RMU steers a middle layer: layers.7 of the 1B model's 16, here 2 of 4.
@@ -78,6 +100,8 @@ class Scale:
         }
     )
     measure: str = "tofu_eval"  # or "answer_nll": no retain model, no host eval
+    device: str = "cpu"  # "cuda": the host's own device settings, no --cpu
+    hub_models: dict[str, str] | None = None  # target and retain: no fine-tuning
 
 
 PRESETS = {
@@ -89,7 +113,10 @@ PRESETS = {
         finetune_batch=16,
         finetune_steps=150,
         unlearn_steps=10,
+        variants=("base", "gru"),
+        extra_variants={},
         seeds=(0,),
+        checkpoints=0,
         measure="answer_nll",
     ),
     # Every stage at toy size, for CI.
@@ -104,6 +131,23 @@ PRESETS = {
         holdout_split="holdout01",
         methods=("GradDiff",),
         seeds=(0,),
+        checkpoints=2,
+    ),
+    # The host's published TOFU recipe on a GPU: its targets and retain models from
+    # the hub, its hyper-parameters (lr, epochs, bf16, optimizer), one GPU with the
+    # effective batch of its scripts (2 GPUs × 4 × 4 accumulation = 32).
+    "gpu": Scale(
+        unlearn_epochs=None,
+        unlearn_batch=8,
+        unlearn_grad_accum=4,
+        unlearn_lr=None,
+        method_args={},
+        checkpoints=5,
+        device="cuda",
+        hub_models={
+            "target": "open-unlearning/tofu_Llama-3.2-1B-Instruct_full",
+            "retain": "open-unlearning/tofu_Llama-3.2-1B-Instruct_retain90",
+        },
     ),
 }
 
@@ -122,8 +166,11 @@ class Pipeline:
         """Argv and environment of one host process: one torch thread, offline
         with ``--data-dir``; without it the host reads TOFU from the hub."""
         argv = [str(Path(sys.executable).with_name(command[0])), *command[1:]]
-        argv += [f"--host={self.host}", "--cpu"]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        argv += [f"--host={self.host}"]
+        env = dict(os.environ)
+        if self.scale.device == "cpu":
+            argv.append("--cpu")
+            env["OMP_NUM_THREADS"] = "1"
         if self.source_data:
             argv.append(f"--data-dir={self.source_data}")
             env |= OFFLINE_ENV
@@ -145,22 +192,23 @@ class Pipeline:
         print(f"  {name}: {time.monotonic() - started:.0f} s", flush=True)
 
     @staticmethod
-    def model(path: Path) -> list[str]:
+    def model(path: Path | str, tokenizer: Path | str | None = None) -> list[str]:
         return [
             MODEL,
             f"model.model_args.pretrained_model_name_or_path={path}",
-            f"model.tokenizer_args.pretrained_model_name_or_path={path}",
+            f"model.tokenizer_args.pretrained_model_name_or_path={tokenizer or path}",
         ]
 
     @staticmethod
     def budget(
-        epochs: int, batch: int, max_steps: int | None, grad_accum: int = 1
+        epochs: int | None, batch: int, max_steps: int | None, grad_accum: int = 1
     ) -> list[str]:
         budget = [
-            f"trainer.args.num_train_epochs={epochs}",
             f"trainer.args.per_device_train_batch_size={batch}",
             f"trainer.args.gradient_accumulation_steps={grad_accum}",
         ]
+        if epochs is not None:
+            budget.append(f"trainer.args.num_train_epochs={epochs}")
         if max_steps:
             budget.append(f"+trainer.args.max_steps={max_steps}")
         return budget
@@ -237,7 +285,14 @@ class Pipeline:
             )
         return target
 
-    def evaluate(self, name: str, model: Path, out: Path, retain_logs: Path | None):
+    def evaluate(
+        self,
+        name: str,
+        model: Path | str,
+        out: Path,
+        retain_logs: Path | None,
+        tokenizer: Path | str | None = None,
+    ) -> None:
         """The host's TOFU eval of ``model`` into ``out`` (skipped if done)."""
         if (out / "TOFU_SUMMARY.json").exists():
             return
@@ -246,7 +301,7 @@ class Pipeline:
             ["gru-plugin", "eval"],
             "experiment=eval/tofu/default",
             f"task_name={name}",
-            *self.model(model),
+            *self.model(model, tokenizer),
             f"forget_split={self.scale.forget_split}",
             f"holdout_split={self.scale.holdout_split}",
             f"retain_logs_path={retain_logs or 'null'}",
@@ -254,8 +309,8 @@ class Pipeline:
             f"paths.output_dir={out}",
         )
 
-    def unlearn(self, method: str, gru: bool, seed: int, target: Path) -> Path:
-        label = f"{method}_GRU" if gru else method
+    def unlearn(self, method: str, variant: str, seed: int, target: Path | str) -> Path:
+        label = run_label(method, variant)
         run_dir = self.out / "unlearn" / label / f"seed{seed}"
         if not (run_dir / "model.safetensors").exists():
             scale = self.scale
@@ -264,18 +319,30 @@ class Pipeline:
                 ["gru-unlearn", "--config-name=unlearn.yaml"],
                 "experiment=unlearn/tofu/default",
                 f"trainer={method}",
-                *(["+gru=default"] if gru else []),
+                *VARIANTS[variant],
                 f"task_name={label}_seed{seed}",
                 *self.model(target),
                 f"forget_split={scale.forget_split}",
                 f"retain_split={scale.retain_split}",
                 f"holdout_split={scale.holdout_split}",
-                f"trainer.args.learning_rate={scale.unlearn_lr}",
+                *(
+                    [f"trainer.args.learning_rate={scale.unlearn_lr}"]
+                    if scale.unlearn_lr is not None
+                    else []
+                ),
                 *self.budget(
                     scale.unlearn_epochs,
                     scale.unlearn_batch,
                     scale.unlearn_steps,
                     scale.unlearn_grad_accum,
+                ),
+                *(
+                    [
+                        "trainer.args.save_strategy=steps",
+                        f"+trainer.args.save_steps={1 / scale.checkpoints:.6g}",
+                    ]
+                    if scale.checkpoints
+                    else []
                 ),
                 f"trainer.args.seed={seed}",
                 "trainer.args.logging_steps=1",
@@ -284,11 +351,44 @@ class Pipeline:
             )
         return run_dir
 
-    def train_models(self, jobs: int) -> tuple[Path, Path | None]:
+    def evaluate_path(
+        self, run_dir: Path, seed: int, target: Path | str, reference_log: Path
+    ) -> None:
+        """Each checkpoint of an unlearning run → ``trajectories/<label>/seed<N>/
+        step<S>`` (the last is the final model, evaluated already); the
+        checkpoint's weights are removed once evaluated."""
+        label = run_dir.parent.name
+        state = json.loads((run_dir / "trainer_state.json").read_text())
+        for checkpoint in sorted(run_dir.glob("checkpoint-*")):
+            step = int(checkpoint.name.split("-")[1])
+            out = self.out / "trajectories" / label / f"seed{seed}" / f"step{step}"
+            if step != state["global_step"]:  # the final model's eval is the end
+                name = f"{label}_seed{seed}_step{step}"
+                self.evaluate(name, checkpoint, out, reference_log, tokenizer=target)
+            shutil.rmtree(checkpoint)
+
+    def add_path_ends(self) -> None:
+        """Every path starts at the target (step 0) and ends at the final model."""
+        evals, paths = self.out / "evals", self.out / "trajectories"
+        for run_dir in sorted((self.out / "unlearn").glob("*/seed*")):
+            label, seed = run_dir.parent.name, run_dir.name
+            state = json.loads((run_dir / "trainer_state.json").read_text())
+            ends = {
+                "step0": evals / "target",
+                f"step{state['global_step']}": evals / label / seed,
+            }
+            for step, source in ends.items():
+                point = paths / label / seed / step
+                point.mkdir(parents=True, exist_ok=True)
+                shutil.copy(source / "TOFU_SUMMARY.json", point)
+
+    def train_models(self, jobs: int) -> tuple[Path | str, Path | str | None]:
         """The target, and the retain model when the host's eval needs one."""
         from gru_plugin.tiny_model import TEXT_FILES, make_tiny_model
 
         scale = self.scale
+        if scale.hub_models:
+            return scale.hub_models["target"], scale.hub_models["retain"]
         tiny = self.out / "models" / "tiny"
         if not (tiny / "model.safetensors").exists():
             texts = [self.tofu_file(Path(name).stem) for name in TEXT_FILES]
@@ -316,12 +416,14 @@ class Pipeline:
             )
         return trained[0], (trained[1] if len(trained) > 1 else None)
 
-    def runs(self) -> list[tuple[str, bool, int]]:
+    def runs(self) -> list[tuple[str, str, int]]:
+        """(method, variant, seed) of every unlearning run."""
+        scale = self.scale
         return [
-            (method, gru, seed)
-            for seed in self.scale.seeds
-            for method in self.scale.methods
-            for gru in (False, True)
+            (method, variant, seed)
+            for seed in scale.seeds
+            for method in scale.methods
+            for variant in scale.variants + scale.extra_variants.get(method, ())
         ]
 
     def run(self, jobs: int) -> None:
@@ -337,16 +439,17 @@ class Pipeline:
     def tofu_eval_report(self, jobs: int, target: Path, retain: Path) -> None:
         """Every model through the host's TOFU eval, then ``gru-plugin report``."""
         evals = self.out / "evals"
-        reference = retain / "evals_reference"
+        reference = self.out / "reference" / "retain"
         self.evaluate("retain_reference", retain, reference, None)
         reference_log = reference / "TOFU_EVAL.json"
 
-        def unlearn_and_evaluate(job: tuple[str, bool, int]) -> None:
-            method, gru, seed = job
-            run_dir = self.unlearn(method, gru, seed, target)
+        def unlearn_and_evaluate(job: tuple[str, str, int]) -> None:
+            method, variant, seed = job
+            run_dir = self.unlearn(method, variant, seed, target)
             label = run_dir.parent.name
             out = evals / label / f"seed{seed}"
-            self.evaluate(f"{label}_seed{seed}", run_dir, out, reference_log)
+            self.evaluate(f"{label}_seed{seed}", run_dir, out, reference_log, target)
+            self.evaluate_path(run_dir, seed, target, reference_log)
 
         print("evals of target and retain, then unlearning", flush=True)
         with ThreadPoolExecutor(jobs) as pool:
@@ -363,8 +466,15 @@ class Pipeline:
                 future.result()
         from gru_plugin.report import plain_table, report
 
+        paths = None
+        if self.scale.checkpoints:
+            self.add_path_ends()
+            paths = self.out / "trajectories"
         rows, found = report(
-            [evals, self.out / "unlearn"], self.out / "report", self.scale.forget_split
+            [evals, self.out / "unlearn"],
+            self.out / "report",
+            self.scale.forget_split,
+            paths,
         )
         print(plain_table(rows) + "\n".join(found))
 
@@ -377,11 +487,12 @@ class Pipeline:
         forget = self.tofu_file(self.scale.forget_split)
         retain = self.tofu_file(self.scale.retain_split)
         results = {}
-        for (method, gru, seed), run_dir in zip(self.runs(), run_dirs, strict=True):
+        for (method, variant, seed), run_dir in zip(self.runs(), run_dirs, strict=True):
             state = json.loads((run_dir / "trainer_state.json").read_text())
             fired = [e["gru/fired"] for e in state["log_history"] if "gru/fired" in e]
             seed_note = f" seed {seed}" if len(self.scale.seeds) > 1 else ""
-            results[f"{method} {'+gru' if gru else 'base'}{seed_note}"] = {
+            name = variant if variant == "base" else f"+{variant}"
+            results[f"{method} {name}{seed_note}"] = {
                 "steps": state["global_step"],
                 "fired_rate": sum(fired) / len(fired) if fired else None,
                 "forget_nll": mean_answer_nll(self.host, run_dir, forget),

@@ -1,6 +1,6 @@
 """``gru-plugin report``: leaderboard-style results from the host's TOFU evals.
 
-    gru-plugin report DIR... [--out OUT] [--forget-split forget10]
+    gru-plugin report DIR... [--out OUT] [--forget-split forget10] [--trajectories T]
 
 Every folder under ``DIR`` that holds a ``TOFU_SUMMARY.json`` (the host's
 ``eval.py`` output) is one run; its label is its path below ``DIR`` with a
@@ -11,7 +11,9 @@ cells carry the change against that base. ``trainer_state.json`` files found the
 same way feed the ``gru/cos`` and ``gru/fired`` plot.
 
 Writes ``table.md`` (the layout of the host's ``community/leaderboard.md``),
-``table.csv``, ``tradeoff.png`` and, when GRU logs exist, ``gru_trace.png``.
+``table.csv``, ``tradeoff.png`` and, when GRU logs exist, ``gru_trace.png``; with
+``--trajectories DIR`` also model_utility at matched forget_quality along each run
+(in ``table.md``) and ``paths.png``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ METRICS = (
 """Columns of the table, in order; a summary without one leaves its cell empty."""
 
 SEED_DIR = re.compile(r"seed[_-]?(\d+)", re.IGNORECASE)
-GRU_SUFFIX = re.compile(r"(_GRU|\+GRU)$", re.IGNORECASE)
+GRU_SUFFIX = re.compile(r"(_GRU|\+GRU)(?P<variant>-\w+)?$", re.IGNORECASE)
+"""``_GRU``/``+GRU``, optionally with a variant: ``GradDiff_GRU-forget``."""
 ROLES = {"target": "Finetuned", "finetuned": "Finetuned", "retain": "Retain"}
 
 
@@ -52,7 +55,7 @@ class Row:
     def name(self) -> str:
         if self.label.lower() in ROLES:
             return ROLES[self.label.lower()]
-        return GRU_SUFFIX.sub("+GRU", self.label)
+        return gru_name(self.label)
 
     @property
     def seeds(self) -> int:
@@ -65,6 +68,11 @@ class Row:
     def std(self, metric: str) -> float | None:
         values = self.values.get(metric, [])
         return statistics.stdev(values) if len(values) > 1 else None
+
+
+def gru_name(label: str) -> str:
+    """``GradDiff_GRU-forget`` → ``GradDiff+GRU-forget``."""
+    return GRU_SUFFIX.sub(lambda match: "+GRU" + (match["variant"] or ""), label)
 
 
 def _labelled(dirs: Iterable[Path], filename: str) -> list[tuple[str, Path]]:
@@ -305,7 +313,7 @@ def plot_gru_trace(logs: dict[str, list[list[dict]]], path: Path) -> None:
     fig, (cos_ax, fired_ax) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     for index, (label, runs) in enumerate(sorted(logs.items())):
         color = f"C{index % 10}"
-        name = GRU_SUFFIX.sub("+GRU", label)
+        name = gru_name(label)
         for seed, entries in enumerate(runs):
             steps = [entry["step"] for entry in entries]
             cos_ax.plot(
@@ -339,19 +347,35 @@ def plot_gru_trace(logs: dict[str, list[list[dict]]], path: Path) -> None:
 
 
 def report(
-    dirs: Sequence[Path], out: Path, split: str = "forget10"
+    dirs: Sequence[Path],
+    out: Path,
+    split: str = "forget10",
+    trajectories: Path | None = None,
 ) -> tuple[list[Row], list[str]]:
-    """Write table.md, table.csv and the plots into ``out``; return rows, verdicts."""
+    """Write table.md, table.csv and the plots into ``out``; return rows, verdicts.
+
+    With ``trajectories`` (evals along each run, see ``gru_plugin.trajectory``),
+    table.md also compares model_utility at matched forget_quality, and
+    ``paths.png`` draws the paths.
+    """
     rows = load_rows(dirs)
     logs = load_gru_logs(dirs)
     out.mkdir(parents=True, exist_ok=True)
     found = verdicts(rows, logs)
     summary = (
         "\nDoes GRU raise model_utility at equal or better forget_quality "
-        "(means over seeds)?\n\n" + "\n".join(found) + "\n"
+        "(endpoints, means over seeds)?\n\n" + "\n".join(found) + "\n"
         if found
         else ""
     )
+    if trajectories is not None:
+        from gru_plugin import trajectory
+
+        paths = trajectory.load_paths(trajectories)
+        summary += "\n## Along the way\n\n" + trajectory.markdown(
+            trajectory.compare(paths)
+        )
+        trajectory.plot_paths(paths, out / "paths.png")
     (out / "table.md").write_text(leaderboard_markdown(rows, split) + summary)
     write_csv(rows, out / "table.csv")
     plot_tradeoff(rows, out / "tradeoff.png")
@@ -364,10 +388,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dirs", nargs="+", type=Path, help="folders of host evals")
     parser.add_argument("--out", type=Path, default=Path("report"))
     parser.add_argument("--forget-split", default="forget10", help="table header")
+    parser.add_argument(
+        "--trajectories",
+        type=Path,
+        help="evals along each run: <label>/seed<N>/step<S>",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
-    rows, found = report(args.dirs, args.out, args.forget_split)
+    rows, found = report(args.dirs, args.out, args.forget_split, args.trajectories)
     print(plain_table(rows))
     print("\n".join(found))
     print(f"wrote table.md, table.csv and plots to {args.out}")

@@ -43,15 +43,31 @@ def test_smoke_pipeline_trains_evaluates_and_reports(tmp_path) -> None:
 
     with (out / "report" / "table.csv").open() as handle:
         rows = {row["method"]: row for row in csv.DictReader(handle)}
-    assert list(rows) == ["Finetuned", "Retain", "GradDiff", "GradDiff+GRU"]
+    names = ["Finetuned", "Retain", "GradDiff", "GradDiff+GRU", "GradDiff+GRU-forget"]
+    assert list(rows) == names
     # The retain model against its own reference log: identical distributions.
     assert float(rows["Retain"]["forget_quality_mean"]) == 1.0
     for row in rows.values():
         assert 0.0 <= float(row["model_utility_mean"]) <= 1.0
         assert 0.0 < float(row["forget_quality_mean"]) <= 1.0
+    assert rows["GradDiff+GRU"]["base"] == rows["GradDiff+GRU-forget"]["base"]
     assert rows["GradDiff+GRU"]["base"] == "GradDiff"
-    for plot in ("tradeoff.png", "gru_trace.png"):
+    # Each run is a path: the target, its checkpoints (4 of 8 steps), the end.
+    for label in ("GradDiff", "GradDiff_GRU", "GradDiff_GRU-forget"):
+        path = out / "trajectories" / label / "seed0"
+        assert sorted(p.name for p in path.iterdir()) == ["step0", "step4", "step8"]
+        assert all((p / "TOFU_SUMMARY.json").exists() for p in path.iterdir())
+        assert not list((out / "unlearn" / label / "seed0").glob("checkpoint-*"))
+    forget_state = (
+        out / "unlearn" / "GradDiff_GRU-forget" / "seed0" / "trainer_state.json"
+    )
+    log = json.loads(forget_state.read_text())["log_history"]
+    assert sum("gru/cos" in entry for entry in log) == 8
+    for plot in ("tradeoff.png", "gru_trace.png", "paths.png"):
         assert (out / "report" / plot).stat().st_size > 0
+    table = (out / "report" / "table.md").read_text()
+    assert "## Along the way" in table
+    assert "- GradDiff_GRU-forget vs GradDiff: one seed: no verdict" in table
     state_file = out / "unlearn" / "GradDiff_GRU" / "seed0" / "trainer_state.json"
     state = json.loads(state_file.read_text())
     assert any("gru/cos" in entry for entry in state["log_history"])
@@ -107,7 +123,7 @@ def recorded_commands(pipeline: Pipeline) -> list[tuple[list[str], dict[str, str
     )
     model = pipeline.out / "models" / "some_model"
     pipeline.finetune("target", model, pipeline.training_file("full"), 1)
-    pipeline.unlearn("NPO", True, 0, model)
+    pipeline.unlearn("NPO", "gru", 0, model)
     pipeline.evaluate("target", model, pipeline.out / "evals" / "target", None)
     return commands
 
@@ -125,6 +141,53 @@ def composed_datasets(argv: list[str]) -> dict[str, dict]:
         path: OmegaConf.to_container(hf_args, resolve=True)
         for path, hf_args in dataset_nodes(cfg)
     }
+
+
+def composed(argv: list[str]):
+    """The config the host would compose for ``argv`` (our plugin on the path)."""
+    config = next(a.split("=", 1)[1] for a in argv if a.startswith("--config-name="))
+    overrides = [a for a in argv if "=" in a and not a.startswith("--")]
+    with initialize_config_dir(str(HOST / "configs"), version_base=None):
+        return compose(config, overrides=overrides)
+
+
+def test_gpu_preset_is_the_hosts_recipe_with_its_published_models(tmp_path) -> None:
+    """One flag away: the host's TOFU targets and hyper-parameters on a GPU, base
+    and each GRU variant; checked by the commands it composes (no download)."""
+    pipeline = Pipeline(HOST, None, tmp_path, PRESETS["gpu"])
+    commands = []
+    pipeline.host_run = lambda name, command, *overrides: commands.append(
+        pipeline.host_command(command, overrides)
+    )
+    target, retain = pipeline.train_models(jobs=1)
+    assert commands == []  # the hub's models: nothing is fine-tuned
+    assert target == "open-unlearning/tofu_Llama-3.2-1B-Instruct_full"
+    assert retain == "open-unlearning/tofu_Llama-3.2-1B-Instruct_retain90"
+    assert ("RMU", "gru:host", 0) in pipeline.runs()
+    assert len(pipeline.runs()) == 3 * (5 * 3 + 1)
+    pipeline.unlearn("NPO", "gru:forget", 0, target)
+    ((argv, env),) = commands
+    assert "--cpu" not in argv and env.get("OMP_NUM_THREADS") == os.environ.get(
+        "OMP_NUM_THREADS"
+    )
+    ours = composed(argv)
+    host = composed(
+        [
+            "--config-name=unlearn.yaml",
+            "experiment=unlearn/tofu/default",
+            "trainer=NPO",
+            "task_name=x",
+        ]
+    )
+    assert ours.model.model_args.pretrained_model_name_or_path == target
+    for key in ("learning_rate", "num_train_epochs", "bf16", "optim", "weight_decay"):
+        assert ours.trainer.args[key] == host.trainer.args[key], key
+    assert ours.trainer.method_args.beta == host.trainer.method_args.beta
+    args = ours.trainer.args
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps == 32
+    assert (args.save_strategy, args.save_steps) == ("steps", 0.2)
+    assert (ours.gru.project, ours.gru.reference) == ("forget", "nll")
+    assert ours.forget_split == "forget10" and ours.retain_split == "retain90"
 
 
 def test_without_data_dir_the_host_reads_tofu_from_the_hub(tmp_path) -> None:

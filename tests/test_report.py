@@ -67,6 +67,16 @@ def test_rows_average_seeds_and_pair_gru_with_base(evals: Path) -> None:
     assert rows[0].std("model_utility") is None
 
 
+def test_a_gru_variant_pairs_with_its_base(evals: Path) -> None:
+    """``NPO_GRU-forget`` (gru.project=forget) is one more GRU row of NPO."""
+    for seed, run in enumerate(NPO_GRU):
+        write_json(evals / f"evals/NPO_GRU-forget/seed{seed}/TOFU_SUMMARY.json", run)
+    rows = load_rows([evals / "evals"])
+    names = [row.name for row in rows]
+    assert names == ["Finetuned", "Retain", "NPO", "NPO+GRU", "NPO+GRU-forget"]
+    assert rows[4].base is rows[2]
+
+
 def test_report_writes_table_csv_and_plots(evals: Path, tmp_path: Path, capsys):
     out = tmp_path / "report"
     gru_plugin(
@@ -89,6 +99,37 @@ def test_report_writes_table_csv_and_plots(evals: Path, tmp_path: Path, capsys):
     assert float(by_name["NPO+GRU"]["privleak_std"]) == pytest.approx(5.0)
     for plot in ("tradeoff.png", "gru_trace.png"):
         assert (out / plot).read_bytes().startswith(b"\x89PNG")
+
+
+def test_report_with_trajectories_compares_at_matched_quality(
+    evals: Path, tmp_path: Path
+) -> None:
+    """Two seeds per label, all ending at forget_quality 1 (the matched level):
+    NPO there at utility 0.30/0.34, +GRU at 0.42/0.46: +0.12 > spread 0.028."""
+    paths = tmp_path / "trajectories"
+    for label, utilities in {"NPO": (0.40, 0.42), "NPO_GRU": (0.46, 0.48)}.items():
+        for seed, utility in enumerate(utilities):
+            for step, quality, at in ((0, 1e-4, 0.5), (5, 1.0, 2 * utility - 0.5)):
+                summary = {"forget_quality": quality, "model_utility": at}
+                write_json(
+                    paths / label / f"seed{seed}/step{step}/TOFU_SUMMARY.json", summary
+                )
+    out = tmp_path / "report"
+    gru_plugin(
+        [
+            "report",
+            str(evals / "evals"),
+            "--out",
+            str(out),
+            "--trajectories",
+            str(paths),
+        ]
+    )
+    table = (out / "table.md").read_text()
+    assert "| NPO | 1.00e+00 |" in table  # the highest level every path reaches
+    assert "| 0.320 ± 0.028 (2 seeds) | 0.440 ± 0.028 (2 seeds) | +0.120 |" in table
+    assert "- NPO_GRU vs NPO: higher utility at matched forget quality" in table
+    assert (out / "paths.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_report_without_summaries_says_what_is_missing(tmp_path: Path) -> None:

@@ -3,8 +3,10 @@
 An engine module gives GRU the gradient pieces it rectifies and the reference
 backward that fills r, in one class with ``handles(trainer)``,
 ``state_file(trainer)``, ``layout()``, ``reference_model(model)``,
-``backward_reference(loss, into, alpha, weight_in_loss)``, ``at_boundary()``,
-``end_micro_batch()`` and ``rectify(reference, coefficient)``. Adding an engine
+``backward_reference(loss, into, alpha, weight_in_loss, retain_part)``,
+``at_boundary()``, ``end_micro_batch()`` and
+``rectify(reference, coefficient, retain_part)`` (``retain_part``: the method's
+retain term of g that ``gru.project=forget`` holds back until after the projection). Adding an engine
 (FSDP2 next) is one module and one line in ``ENGINES``.
 """
 

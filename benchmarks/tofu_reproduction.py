@@ -37,7 +37,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from answer_nll import mean_answer_nll, write_nll_table
@@ -83,8 +83,9 @@ class Scale:
     unlearn_grad_accum: int = 2
     unlearn_lr: float | None = 1e-3  # None: the host's
     unlearn_steps: int | None = None  # caps every unlearning run
+    target_splits: tuple[str, ...] = ("full",)  # what the target learns
     forget_split: str = "forget10"
-    retain_split: str = "retain90"
+    retain_split: str = "retain90"  # what the retain model learns, and GRU's retain
     holdout_split: str = "holdout10"
     methods: tuple[str, ...] = tuple(METHODS)
     variants: tuple[str, ...] = ("base", "gru", "gru:forget")
@@ -228,19 +229,24 @@ class Pipeline:
             partial.rename(path)
         return path
 
-    def training_file(self, split: str) -> Path:
-        """The fine-tuning set for ``split``: with the general set replayed, if any."""
+    def training_file(self, splits: tuple[str, ...]) -> Path:
+        """The fine-tuning set of these TOFU splits, with the general set replayed if
+        there is one: a TOFU file itself, or a mix written to ``data/``."""
+        name = "+".join(splits)
         if self.scale.general_epochs:
-            return self.data / f"{split}_and_general.json"
-        return self.tofu_file(split)
+            return self.data / f"{name}_and_general.json"
+        if len(splits) == 1:
+            return self.tofu_file(splits[0])
+        return self.data / f"{name}.json"
 
     # -- stages -----------------------------------------------------------------
     def prepare_data(self) -> None:
         """Write the general set and the fine-tuning mixes into ``data/``.
 
-        ``general.json`` = real_authors + world_facts QA; ``<split>_and_general.json``
-        = a TOFU split with the general set replayed, so the tiny model keeps that
-        knowledge while it learns TOFU (a pretrained model keeps its own anyway).
+        ``general.json`` = real_authors + world_facts QA; ``<splits>_and_general.json``
+        = the TOFU splits a model learns with the general set replayed, so the tiny
+        model keeps that knowledge while it learns TOFU (a pretrained model keeps
+        its own anyway).
         """
         self.data.mkdir(parents=True, exist_ok=True)
 
@@ -248,18 +254,18 @@ class Pipeline:
             lines = self.tofu_file(name).read_text().splitlines()
             return [json.loads(line) for line in lines if line.strip()]
 
-        general = [
-            {key: row[key] for key in ("question", "answer")}
-            for name in ("real_authors", "world_facts")
-            for row in rows(name)
-        ]
-        mixes = {
-            self.data / "general.json": general,
-            **{
-                self.training_file(split): rows(split) + general
-                for split in ("full", self.scale.retain_split)
-            },
-        }
+        general = []
+        if self.scale.general_epochs:
+            general = [
+                {key: row[key] for key in ("question", "answer")}
+                for name in ("real_authors", "world_facts")
+                for row in rows(name)
+            ]
+        mixes = {self.data / "general.json": general} if general else {}
+        for splits in (self.scale.target_splits, (self.scale.retain_split,)):
+            if general or len(splits) > 1:
+                mix = [row for split in splits for row in rows(split)]
+                mixes[self.training_file(splits)] = mix + general
         for path, mix in mixes.items():
             if not path.exists():
                 path.write_text("".join(json.dumps(row) + "\n" for row in mix))
@@ -396,14 +402,14 @@ class Pipeline:
                 tiny, texts[0].parent, scale.vocab_size, scale.hidden, scale.layers
             )
         start = tiny
+        self.prepare_data()
         if scale.general_epochs:
-            self.prepare_data()
             print("general knowledge (real_authors + world_facts)", flush=True)
             general = self.data / "general.json"
             start = self.finetune("general", tiny, general, scale.general_epochs)
-        models = {"target": "full"}
+        models = {"target": scale.target_splits}
         if scale.measure == "tofu_eval":
-            models["retain"] = scale.retain_split
+            models["retain"] = (scale.retain_split,)
         print(f"fine-tuning: {models}", flush=True)
         with ThreadPoolExecutor(jobs) as pool:
             trained = list(
@@ -505,6 +511,22 @@ class Pipeline:
         write_nll_table(self.out, results)
 
 
+def with_settings(scale: Scale, settings: list[str]) -> Scale:
+    """``scale`` with ``KEY=VALUE`` overrides (YAML values; lists become tuples)."""
+    import yaml
+
+    known = {f.name for f in fields(Scale)}
+    for setting in settings:
+        key, _, value = setting.partition("=")
+        if key not in known:
+            raise SystemExit(f"--set {key}: no such setting; they are {sorted(known)}")
+        parsed = yaml.safe_load(value)
+        scale = replace(
+            scale, **{key: tuple(parsed) if isinstance(parsed, list) else parsed}
+        )
+    return scale
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="full")
@@ -516,8 +538,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=2, help="host processes at once")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the seeds")
     parser.add_argument("--methods", nargs="+", help="override the methods")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any size or setting, e.g. hidden=192 "
+        "target_splits=[forget10,retain_perturbed] (YAML values)",
+    )
     args = parser.parse_args(argv)
-    scale = PRESETS[args.preset]
+    scale = with_settings(PRESETS[args.preset], args.set)
     if args.seeds:
         scale = replace(scale, seeds=tuple(args.seeds))
     if args.methods:

@@ -122,7 +122,7 @@ def recorded_commands(pipeline: Pipeline) -> list[tuple[list[str], dict[str, str
         pipeline.host_command(command, overrides)
     )
     model = pipeline.out / "models" / "some_model"
-    pipeline.finetune("target", model, pipeline.training_file("full"), 1)
+    pipeline.finetune("target", model, pipeline.training_file(("full",)), 1)
     pipeline.unlearn("NPO", "gru", 0, model)
     pipeline.evaluate("target", model, pipeline.out / "evals" / "target", None)
     return commands
@@ -216,7 +216,7 @@ def test_with_data_dir_the_host_runs_offline_on_local_files(tmp_path) -> None:
     for argv, env in recorded_commands(pipeline):
         assert f"--data-dir={TOFU}" in argv
         assert OFFLINE_ENV.items() <= env.items()
-    assert pipeline.training_file("full") == TOFU / "full.json"
+    assert pipeline.training_file(("full",)) == TOFU / "full.json"
 
 
 def test_hub_files_are_loaded_as_the_host_loads_them(tmp_path, monkeypatch) -> None:

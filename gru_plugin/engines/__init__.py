@@ -6,8 +6,9 @@ backward that fills r, in one class with ``handles(trainer)``,
 ``backward_reference(loss, into, alpha, weight_in_loss, retain_part)``,
 ``at_boundary()``, ``end_micro_batch()`` and
 ``rectify(reference, coefficient, retain_part)`` (``retain_part``: the method's
-retain term of g that ``gru.project=forget`` holds back until after the projection). Adding an engine
-(FSDP2 next) is one module and one line in ``ENGINES``.
+retain term of g that ``gru.project=forget`` holds back until after the
+projection). Adding an engine (FSDP2 next) is one module and one line in
+``ENGINES``.
 """
 
 from __future__ import annotations

@@ -37,6 +37,14 @@ METRICS = (
 )
 """Columns of the table, in order; a summary without one leaves its cell empty."""
 
+UTILITY_PARTS = {
+    "retain": ("retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_Truth_Ratio"),
+    "real_authors": ("ra_Q_A_Prob_normalised", "ra_Q_A_ROUGE", "ra_Truth_Ratio"),
+    "world_facts": ("wf_Q_A_Prob_normalised", "wf_Q_A_ROUGE", "wf_Truth_Ratio"),
+}
+"""model_utility is the harmonic mean of these nine (TOFU_EVAL.json's entries); the
+harmonic mean of each group shows which data set pulls it down."""
+
 SEED_DIR = re.compile(r"seed[_-]?(\d+)", re.IGNORECASE)
 GRU_SUFFIX = re.compile(r"(_GRU|\+GRU)(?P<variant>-\w+)?$", re.IGNORECASE)
 """``_GRU``/``+GRU``, optionally with a variant: ``GradDiff_GRU-forget``."""
@@ -91,12 +99,30 @@ def _labelled(dirs: Iterable[Path], filename: str) -> list[tuple[str, Path]]:
     return [("/".join(parts), path) for parts, path in found]
 
 
+def utility_parts(eval_log: Path) -> dict[str, float]:
+    """``utility_<group>``: the harmonic mean of each group of UTILITY_PARTS, read
+    from the host's full eval log (none without it)."""
+    if not eval_log.exists():
+        return {}
+    log = json.loads(eval_log.read_text())
+    parts = {}
+    for group, metrics in UTILITY_PARTS.items():
+        values = [log.get(metric, {}).get("agg_value") for metric in metrics]
+        if all(isinstance(value, int | float) for value in values):
+            positive = all(value > 0 for value in values)
+            parts[f"utility_{group}"] = (
+                statistics.harmonic_mean(values) if positive else 0.0
+            )
+    return parts
+
+
 def load_rows(dirs: Sequence[Path]) -> list[Row]:
     """One row per label, ordered Finetuned, Retain, then each base and its GRU."""
     rows: dict[str, Row] = {}
     for label, path in _labelled(dirs, "TOFU_SUMMARY.json"):
         summary = json.loads(path.read_text())
         row = rows.setdefault(label, Row(label))
+        summary |= utility_parts(path.with_name("TOFU_EVAL.json"))
         for metric, value in summary.items():
             if isinstance(value, int | float) and value is not None:
                 row.values.setdefault(metric, []).append(float(value))
@@ -218,6 +244,27 @@ def verdicts(rows: Sequence[Row], logs: dict | None = None) -> list[str]:
     return lines
 
 
+def utility_markdown(rows: Sequence[Row]) -> str:
+    """model_utility beside the harmonic mean of each of its three data sets."""
+    groups = [f"utility_{group}" for group in UTILITY_PARTS]
+    if not any(row.mean(group) is not None for row in rows for group in groups):
+        return ""
+    lines = [
+        "",
+        "## model_utility's parts",
+        "",
+        "Each part is the harmonic mean of its set's probability, ROUGE and truth "
+        "ratio; model_utility is the harmonic mean of all nine.",
+        "",
+        "| method | model_utility | " + " | ".join(UTILITY_PARTS) + " |",
+        "|---" * (len(groups) + 2) + "|",
+    ]
+    for row in rows:
+        cells = [cell(row, metric) for metric in ("model_utility", *groups)]
+        lines.append(f"| {row.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plain_table(rows: Sequence[Row]) -> str:
     """The same cells as a pipe table, for the console."""
     lines = [
@@ -233,14 +280,15 @@ def plain_table(rows: Sequence[Row]) -> str:
 def write_csv(rows: Sequence[Row], path: Path) -> None:
     """Means and standard deviations per row, plus the base each GRU row has."""
     header = ["method", "base", "seeds"]
-    for metric in METRICS:
+    columns = [*METRICS, *(f"utility_{group}" for group in UTILITY_PARTS)]
+    for metric in columns:
         header += [f"{metric}_mean", f"{metric}_std"]
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for row in rows:
             line = [row.name, row.base.name if row.base else "", row.seeds]
-            for metric in METRICS:
+            for metric in columns:
                 line += [row.mean(metric), row.std(metric)]
             writer.writerow(["" if value is None else value for value in line])
 
@@ -376,6 +424,7 @@ def report(
             trajectory.compare(paths)
         )
         trajectory.plot_paths(paths, out / "paths.png")
+    summary = utility_markdown(rows) + summary
     (out / "table.md").write_text(leaderboard_markdown(rows, split) + summary)
     write_csv(rows, out / "table.csv")
     plot_tradeoff(rows, out / "tradeoff.png")

@@ -101,6 +101,32 @@ def test_report_writes_table_csv_and_plots(evals: Path, tmp_path: Path, capsys):
         assert (out / plot).read_bytes().startswith(b"\x89PNG")
 
 
+def test_model_utility_parts_come_from_the_eval_log(evals: Path, tmp_path) -> None:
+    """Each data set's harmonic mean beside model_utility (a zero makes it zero)."""
+    parts = {
+        "retain_Q_A_Prob": 0.5,
+        "retain_Q_A_ROUGE": 0.5,
+        "retain_Truth_Ratio": 0.5,
+        "ra_Q_A_Prob_normalised": 0.2,
+        "ra_Q_A_ROUGE": 0.4,
+        "ra_Truth_Ratio": 0.4,
+        "wf_Q_A_Prob_normalised": 0.1,
+        "wf_Q_A_ROUGE": 0.0,
+        "wf_Truth_Ratio": 0.9,
+    }
+    log = {name: {"agg_value": value} for name, value in parts.items()}
+    write_json(evals / "evals/target/TOFU_EVAL.json", log)
+    target = load_rows([evals / "evals"])[0]
+    assert target.mean("utility_retain") == pytest.approx(0.5)
+    assert target.mean("utility_real_authors") == pytest.approx(0.3)
+    assert target.mean("utility_world_facts") == 0.0
+    out = tmp_path / "report"
+    gru_plugin(["report", str(evals / "evals"), "--out", str(out)])
+    table = (out / "table.md").read_text()
+    assert "| Finetuned | 0.50 | 0.50 | 0.30 | 0.000 |" in table
+    assert "| NPO | 0.42 ± 0.020 | – | – | – |" in table
+
+
 def test_report_with_trajectories_compares_at_matched_quality(
     evals: Path, tmp_path: Path
 ) -> None:

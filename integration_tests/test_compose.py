@@ -51,6 +51,7 @@ def test_plus_gru_composes(experiment, name, registry):
         "strategy_args": {},
         "fast_path": True,
         "nonfinite": "skip",
+        "project": "all",
         "method": name,
     }
     assert resolve_method(gru["method"], registry) is registry[name]

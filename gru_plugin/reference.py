@@ -48,6 +48,15 @@ class FlatBuffers:
         """Every tensor ← 0."""
         torch._foreach_zero_(self.buffers)
 
+    def drain_into(self, tensors: Sequence[torch.Tensor | None]) -> None:
+        """Add each tensor here into its counterpart in ``tensors`` (a None one is
+        skipped), then zero them all: a held part handed over once."""
+        present = [i for i, tensor in enumerate(tensors) if tensor is not None]
+        torch._foreach_add_(
+            [tensors[i] for i in present], [self.tensors[i] for i in present]
+        )
+        self.restart()
+
 
 class ReferenceEMA(FlatBuffers):
     """r ← γ·fresh + (1−γ)·r, with r₀ = 0, for the pieces of one ``Layout``."""

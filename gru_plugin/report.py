@@ -424,8 +424,8 @@ def report(
             trajectory.compare(paths)
         )
         trajectory.plot_paths(paths, out / "paths.png")
-    summary = utility_markdown(rows) + summary
-    (out / "table.md").write_text(leaderboard_markdown(rows, split) + summary)
+    table = leaderboard_markdown(rows, split) + utility_markdown(rows) + summary
+    (out / "table.md").write_text(table)
     write_csv(rows, out / "table.csv")
     plot_tradeoff(rows, out / "tradeoff.png")
     if logs:

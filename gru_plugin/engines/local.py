@@ -125,11 +125,7 @@ class LocalGradients:
         grads = [p.grad for p in self.params]
         stats = rectify_(grads, reference.tensors, coefficient)
         if retain_part is not None:
-            present = [i for i, grad in enumerate(grads) if grad is not None]
-            torch._foreach_add_(
-                [grads[i] for i in present], [retain_part.tensors[i] for i in present]
-            )
-            retain_part.restart()
+            retain_part.drain_into(grads)
         if stats.fired:
             for param, grad in zip(self.params, grads, strict=True):
                 if param.grad is None:

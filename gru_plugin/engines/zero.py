@@ -225,8 +225,7 @@ class ZeroGradients:
         add_over_ranks = functools.partial(sum_over_ranks, device=self.device)
         stats = rectify_(pieces, reference.tensors, coefficient, add_over_ranks)
         if retain_part is not None:
-            torch._foreach_add_(pieces, retain_part.tensors)
-            retain_part.restart()
+            retain_part.drain_into(pieces)
         if stats.fired or retain_part is not None:
             self.write(pieces)
         return stats

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from tofu_reproduction import VARIANTS
+
 from gru_plugin.cli import CPU_OVERRIDES, OFFLINE_ENV
 from gru_plugin.upstream import METHODS
 
@@ -30,13 +32,6 @@ CASES = [*METHODS, "RMU:host"]
 # "M:host" is method M with gru.reference=host: for RMU that makes its own EMBED_DIFF
 # retain loss the reference, so the fast path applies (the default nll reference
 # needs an extra NLL pass next to EMBED_DIFF).
-VARIANTS = {
-    "base": [],
-    "gru": ["+gru=default"],
-    "gru:forget": ["+gru=default", "gru.project=forget"],
-}
-"""Each GRU variant is compared with ``base``; ``gru:forget`` holds the method's
-retain term of g in a second buffer until the projection is done."""
 MODEL_SIZE = {"hidden": 256, "layers": 4}
 
 
@@ -244,7 +239,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default=None)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--methods", nargs="+", default=CASES)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS)[1:])
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["gru", "gru:forget"],
+        choices=[variant for variant in VARIANTS if variant != "base"],
+        help="compared with base (gru:forget holds the method's retain term of g "
+        "in a second buffer until the projection is done)",
+    )
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)

@@ -128,27 +128,24 @@ def recorded_commands(pipeline: Pipeline) -> list[tuple[list[str], dict[str, str
     return commands
 
 
-def composed_datasets(argv: list[str]) -> dict[str, dict]:
-    """The dataset nodes of the config the host would compose for ``argv``."""
+def composed(argv: list[str]):
+    """The config the host would compose for ``argv`` (our plugin on the path);
+    ``gru-plugin eval`` commands name no config: the host's eval.yaml."""
     config = next(
         (a.split("=", 1)[1] for a in argv if a.startswith("--config-name=")),
         "eval.yaml",
     )
     overrides = [a for a in argv if "=" in a and not a.startswith("--")]
     with initialize_config_dir(str(HOST / "configs"), version_base=None):
-        cfg = compose(config, overrides=overrides)
+        return compose(config, overrides=overrides)
+
+
+def composed_datasets(argv: list[str]) -> dict[str, dict]:
+    """The dataset nodes of the config the host would compose for ``argv``."""
     return {
         path: OmegaConf.to_container(hf_args, resolve=True)
-        for path, hf_args in dataset_nodes(cfg)
+        for path, hf_args in dataset_nodes(composed(argv))
     }
-
-
-def composed(argv: list[str]):
-    """The config the host would compose for ``argv`` (our plugin on the path)."""
-    config = next(a.split("=", 1)[1] for a in argv if a.startswith("--config-name="))
-    overrides = [a for a in argv if "=" in a and not a.startswith("--")]
-    with initialize_config_dir(str(HOST / "configs"), version_base=None):
-        return compose(config, overrides=overrides)
 
 
 def test_gpu_preset_is_the_hosts_recipe_with_its_published_models(tmp_path) -> None:

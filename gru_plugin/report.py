@@ -420,10 +420,9 @@ def report(
         from gru_plugin import trajectory
 
         paths = trajectory.load_paths(trajectories)
-        summary += "\n## Along the way\n\n" + trajectory.markdown(
-            trajectory.compare(paths)
-        )
-        trajectory.plot_paths(paths, out / "paths.png")
+        comparisons = trajectory.compare(paths)
+        summary += "\n## Along the way\n\n" + trajectory.markdown(comparisons)
+        trajectory.plot_paths(paths, comparisons, out / "paths.png")
     table = leaderboard_markdown(rows, split) + utility_markdown(rows) + summary
     (out / "table.md").write_text(table)
     write_csv(rows, out / "table.csv")

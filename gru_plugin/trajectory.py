@@ -8,7 +8,7 @@ evaluated at several checkpoints, laid out as
 
 with step 0 the target model before unlearning. ``label`` is ``<method>`` for the
 base run or ``<method>_<variant>`` (``GradDiff_GRU``, ``RMU_GRU-host``); the method
-is the label up to its first ``_GRU``.
+is the label without the report's ``GRU_SUFFIX``, as the report pairs them.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gru_plugin.report import SEED_DIR, _pyplot
+from gru_plugin.report import GRU_SUFFIX, SEED_DIR, _pyplot
 
 SUMMARY = "TOFU_SUMMARY.json"
 STEP_DIR = re.compile(r"step[_-]?(\d+)", re.IGNORECASE)
@@ -76,8 +76,9 @@ def load_paths(root: Path) -> dict[str, Runs]:
 
 
 def method_of(label: str) -> tuple[str, str]:
-    """``(method, variant)``: ``GradDiff_GRU-forget`` → ``(GradDiff, GRU-forget)``."""
-    method = label.split("_GRU", 1)[0]
+    """``(method, variant)``: ``GradDiff_GRU-forget`` → ``(GradDiff, GRU-forget)``;
+    the base is what the report pairs the label with (``GRU_SUFFIX`` dropped)."""
+    method = GRU_SUFFIX.sub("", label)
     return method, label[len(method) + 1 :] if label != method else BASE
 
 
@@ -224,11 +225,13 @@ def markdown(comparisons: Iterable[Comparison]) -> str:
     return "\n".join([*lines, "", *verdicts, ""])
 
 
-def plot_paths(paths_by_label: dict[str, Runs], path: Path) -> None:
+def plot_paths(
+    paths_by_label: dict[str, Runs], comparisons: Iterable[Comparison], path: Path
+) -> None:
     """Each run's path in (model_utility, forget_quality), one panel per method."""
     plt = _pyplot()
     methods = _by_method(paths_by_label)
-    levels = {c.method: c.level for c in compare(paths_by_label)}
+    levels = {c.method: c.level for c in comparisons}
     cols = min(len(methods), 3) or 1
     rows = max(math.ceil(len(methods) / cols), 1)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 4 * rows), squeeze=False)

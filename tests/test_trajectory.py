@@ -202,6 +202,7 @@ def test_markdown_has_the_numbers_and_verdicts(root: Path) -> None:
 
 def test_plot_writes_a_png(root: Path, tmp_path: Path) -> None:
     out = tmp_path / "paths.png"
-    plot_paths(load_paths(root), out)
+    paths = load_paths(root)
+    plot_paths(paths, compare(paths), out)
     data = out.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 1000

@@ -403,8 +403,8 @@ def report(
     """Write table.md, table.csv and the plots into ``out``; return rows, verdicts.
 
     With ``trajectories`` (evals along each run, see ``gru_plugin.trajectory``),
-    table.md also compares model_utility at matched forget_quality, and
-    ``paths.png`` draws the paths.
+    table.md also compares model_utility at matched forget_quality,
+    ``paths.png`` draws the paths and ``paths.csv`` lists their points.
     """
     rows = load_rows(dirs)
     logs = load_gru_logs(dirs)
@@ -423,6 +423,7 @@ def report(
         comparisons = trajectory.compare(paths)
         summary += "\n## Along the way\n\n" + trajectory.markdown(comparisons)
         trajectory.plot_paths(paths, comparisons, out / "paths.png")
+        trajectory.write_paths_csv(paths, out / "paths.csv")
     table = leaderboard_markdown(rows, split) + utility_markdown(rows) + summary
     (out / "table.md").write_text(table)
     write_csv(rows, out / "table.csv")

@@ -13,6 +13,7 @@ is the label without the report's ``GRU_SUFFIX``, as the report pairs them.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import re
@@ -113,6 +114,12 @@ def matched_quality(paths: Iterable[Trajectory]) -> float | None:
     return min(peaks) if peaks else None
 
 
+def stalled(path: Trajectory) -> bool:
+    """Whether the path never rose above where it started: then the matched level
+    is its start and every run's utility there is the target's."""
+    return all(point.forget_quality <= path[0].forget_quality for point in path)
+
+
 @dataclass(frozen=True)
 class Stats:
     """model_utility at the matched level over the ``seeds`` that reach it."""
@@ -131,10 +138,15 @@ class Comparison:
     method: str
     level: float
     stats: list[Stats]
+    stalled: bool = False
+    """Some run never raised forget_quality above its start: nothing to compare."""
 
     @property
     def base(self) -> Stats | None:
         return next((s for s in self.stats if s.variant == BASE), None)
+
+
+STALLED = "a run never raised forget_quality above its start: no verdict"
 
 
 def verdict(base: Stats, other: Stats) -> str:
@@ -170,10 +182,12 @@ def compare(paths_by_label: dict[str, Runs]) -> list[Comparison]:
     """Per method, every label's utility at the level all its runs reach."""
     comparisons = []
     for method, labels in _by_method(paths_by_label).items():
-        level = matched_quality(p for runs in labels.values() for p in runs.values())
+        paths = [path for runs in labels.values() for path in runs.values() if path]
+        level = matched_quality(paths)
         if level is not None:
             stats = [_stats(label, runs, level) for label, runs in labels.items()]
-            comparisons.append(Comparison(method, level, stats))
+            stuck = any(stalled(path) for path in paths)
+            comparisons.append(Comparison(method, level, stats, stuck))
     return comparisons
 
 
@@ -219,10 +233,32 @@ def markdown(comparisons: Iterable[Comparison]) -> str:
                 continue
             row.append(_delta(base, stats))
             if stats and base:
-                line = f"- {stats.label} vs {base.label}: {verdict(base, stats)}"
-                verdicts.append(line)
+                said = STALLED if comparison.stalled else verdict(base, stats)
+                verdicts.append(f"- {stats.label} vs {base.label}: {said}")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join([*lines, "", *verdicts, ""])
+
+
+def write_paths_csv(paths_by_label: dict[str, Runs], path: Path) -> None:
+    """Every evaluated point, a row each: what paths.png draws, as numbers."""
+    metrics = sorted(
+        {
+            key
+            for runs in paths_by_label.values()
+            for points in runs.values()
+            for point in points
+            for key in point.metrics
+        }
+    )
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["label", "method", "variant", "seed", "step", *metrics])
+        for label, runs in paths_by_label.items():
+            method, variant = method_of(label)
+            for seed, points in runs.items():
+                for point in points:
+                    values = [point.metrics.get(key, "") for key in metrics]
+                    writer.writerow([label, method, variant, seed, point.step, *values])
 
 
 def plot_paths(

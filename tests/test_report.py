@@ -156,6 +156,19 @@ def test_report_with_trajectories_compares_at_matched_quality(
     assert "| 0.320 ± 0.028 (2 seeds) | 0.440 ± 0.028 (2 seeds) | +0.120 |" in table
     assert "- NPO_GRU vs NPO: higher utility at matched forget quality" in table
     assert (out / "paths.png").read_bytes().startswith(b"\x89PNG")
+    with (out / "paths.csv").open() as handle:
+        points = list(csv.DictReader(handle))
+    assert len(points) == 8
+    last = points[-1]
+    assert [last[key] for key in ("label", "method", "variant", "seed", "step")] == [
+        "NPO_GRU",
+        "NPO",
+        "GRU",
+        "1",
+        "5",
+    ]
+    assert float(last["forget_quality"]) == 1.0
+    assert float(last["model_utility"]) == pytest.approx(0.46)
 
 
 def test_report_without_summaries_says_what_is_missing(tmp_path: Path) -> None:

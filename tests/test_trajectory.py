@@ -206,3 +206,32 @@ def test_plot_writes_a_png(root: Path, tmp_path: Path) -> None:
     plot_paths(paths, compare(paths), out)
     data = out.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 1000
+
+
+def test_a_run_that_never_rises_leaves_nothing_to_compare(tmp_path: Path) -> None:
+    """GradAscent over-forgets: its forget_quality only falls, so the matched level
+    is the target's and every run's utility there is the target's; no verdict."""
+    runs = {
+        ("GradAscent", 0): [TARGET, (5, 1e-9, 0.1)],
+        ("GradAscent", 1): [TARGET, (5, 1e-12, 0.0)],
+        ("GradAscent_GRU", 0): [TARGET, (5, 1e-4, 0.3)],
+        ("GradAscent_GRU", 1): [TARGET, (5, 1e-3, 0.2)],
+    }
+    for (label, seed), points in runs.items():
+        for step, quality, utility in points:
+            file = (
+                tmp_path / label / f"seed{seed}" / f"step{step}" / "TOFU_SUMMARY.json"
+            )
+            write_json(file, summary(step, quality, utility))
+    (comparison,) = compare(load_paths(tmp_path))
+    assert comparison.stalled and comparison.level == TARGET[1]
+    assert [s.mean for s in comparison.stats] == [0.6, 0.6]
+    assert markdown([comparison]).splitlines()[-1] == (
+        "- GradAscent_GRU vs GradAscent: a run never raised forget_quality above"
+        " its start: no verdict"
+    )
+    (rising,) = compare(
+        load_paths(tmp_path / "missing")
+        | {"X": {0: [Point(0, 1e-6, 0.6, {}), Point(5, 1e-3, 0.5, {})]}}
+    )
+    assert not rising.stalled

@@ -106,7 +106,19 @@ class Scale:
 
 
 PRESETS = {
-    "full": Scale(),
+    # A TOFU world the tiny model memorizes (docs/reproduction.md): the target learns
+    # forget05 + the 400 retain QA that model_utility reads, the retain model only
+    # those 400; every run evaluated mid-way and at its end; two seeds.
+    "full": Scale(
+        finetune_epochs=40,
+        unlearn_epochs=5,
+        target_splits=("forget05", "retain_perturbed"),
+        forget_split="forget05",
+        retain_split="retain_perturbed",
+        holdout_split="holdout05",
+        seeds=(0, 1),
+        checkpoints=2,
+    ),
     # The README's main job: 5-7 minutes on 2 CPU cores.
     "quick": Scale(
         hidden=64,

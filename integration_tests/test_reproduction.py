@@ -122,7 +122,8 @@ def recorded_commands(pipeline: Pipeline) -> list[tuple[list[str], dict[str, str
         pipeline.host_command(command, overrides)
     )
     model = pipeline.out / "models" / "some_model"
-    pipeline.finetune("target", model, pipeline.training_file(("full",)), 1)
+    splits = pipeline.scale.target_splits
+    pipeline.finetune("target", model, pipeline.training_file(splits), 1)
     pipeline.unlearn("NPO", "gru", 0, model)
     pipeline.evaluate("target", model, pipeline.out / "evals" / "target", None)
     return commands
@@ -201,9 +202,10 @@ def test_without_data_dir_the_host_reads_tofu_from_the_hub(tmp_path) -> None:
 
     mix = finetune.pop("data.train.TOFU_QA_full.args")
     assert mix["path"] == "json"
-    assert mix["data_files"] == str(tmp_path / "data" / "full_and_general.json")
-    assert unlearn["data.forget.TOFU_QA_forget.args"]["name"] == "forget10"
-    assert unlearn["data.retain.TOFU_QA_retain.args"]["name"] == "retain90"
+    mixed = tmp_path / "data" / "forget05+retain_perturbed_and_general.json"
+    assert mix["data_files"] == str(mixed)
+    assert unlearn["data.forget.TOFU_QA_forget.args"]["name"] == "forget05"
+    assert unlearn["data.retain.TOFU_QA_retain.args"]["name"] == "retain_perturbed"
     for nodes in (finetune, unlearn, evaluate):
         assert nodes and all(a["path"] == TOFU_HUB for a in nodes.values()), nodes
 

@@ -13,7 +13,7 @@ same way feed the ``gru/cos`` and ``gru/fired`` plot.
 Writes ``table.md`` (the layout of the host's ``community/leaderboard.md``),
 ``table.csv``, ``tradeoff.png`` and, when GRU logs exist, ``gru_trace.png``; with
 ``--trajectories DIR`` also model_utility at matched forget_quality along each run
-(in ``table.md``) and ``paths.png``.
+(in ``table.md``), ``paths.png`` and ``paths.csv``.
 """
 
 from __future__ import annotations
@@ -228,12 +228,16 @@ def verdicts(rows: Sequence[Row], logs: dict | None = None) -> list[str]:
             continue
         gain = utility - base_utility
         ratio = quality / base_quality if base_quality > 0 else math.inf
-        if abs(gain) < UNCHANGED and abs(ratio - 1.0) < 0.01:
+        same_utility, same_quality = abs(gain) < UNCHANGED, abs(ratio - 1.0) < 0.01
+        if same_utility and same_quality:
             answer = "no measurable change"
         elif gain > 0 and quality >= base_quality:
             answer = "yes, higher utility at equal or better forget quality"
+        elif same_utility:
+            side = "better" if ratio > 1 else "worse"
+            answer = f"no change in utility, {side} forget quality"
         else:
-            answer = "no" + (", lower utility" if gain <= 0 else "")
+            answer = "no" + (", lower utility" if gain < 0 else "")
             answer += ", worse forget quality" if quality < base_quality else ""
         fired = fired_rate(logs or {}, row.label)
         when = "" if fired is None else f" (GRU fired on {fired:.0%} of steps)"

@@ -204,5 +204,9 @@ def test_verdicts_answer_the_papers_question(evals: Path) -> None:
     npo_gru.values["forget_quality"] = [1e-6] * 3
     npo_gru.values["model_utility"] = [0.1] * 3
     assert verdicts(rows)[0].endswith("— no, lower utility, worse forget quality")
+    # GradAscent and its +GRU both at utility 0: the utility did not change.
+    npo_gru.values["model_utility"] = list(rows[2].values["model_utility"])
+    npo_gru.values["forget_quality"] = [1.0] * 3
+    assert verdicts(rows)[0].endswith("— no change in utility, better forget quality")
     npo_gru.values = {key: list(values) for key, values in rows[2].values.items()}
     assert verdicts(rows)[0].endswith("— no measurable change")

@@ -47,15 +47,18 @@ def summary(step: int, quality: float, utility: float) -> dict:
     return {"forget_quality": quality, "model_utility": utility, "step": step}
 
 
+def write_runs(root: Path, runs: dict) -> Path:
+    """``runs`` as ``<label>/seed<N>/step<S>/TOFU_SUMMARY.json`` under ``root``."""
+    for (label, seed), points in runs.items():
+        for step, quality, utility in points:
+            file = root / label / f"seed{seed}" / f"step{step}" / "TOFU_SUMMARY.json"
+            write_json(file, summary(step, quality, utility))
+    return root
+
+
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    for (label, seed), points in RUNS.items():
-        for step, quality, utility in points:
-            file = (
-                tmp_path / label / f"seed{seed}" / f"step{step}" / "TOFU_SUMMARY.json"
-            )
-            write_json(file, summary(step, quality, utility))
-    return tmp_path
+    return write_runs(tmp_path, RUNS)
 
 
 def path_of(*points: tuple[float, float]) -> list[Point]:
@@ -217,21 +220,12 @@ def test_a_run_that_never_rises_leaves_nothing_to_compare(tmp_path: Path) -> Non
         ("GradAscent_GRU", 0): [TARGET, (5, 1e-4, 0.3)],
         ("GradAscent_GRU", 1): [TARGET, (5, 1e-3, 0.2)],
     }
-    for (label, seed), points in runs.items():
-        for step, quality, utility in points:
-            file = (
-                tmp_path / label / f"seed{seed}" / f"step{step}" / "TOFU_SUMMARY.json"
-            )
-            write_json(file, summary(step, quality, utility))
-    (comparison,) = compare(load_paths(tmp_path))
+    (comparison,) = compare(load_paths(write_runs(tmp_path, runs)))
     assert comparison.stalled and comparison.level == TARGET[1]
     assert [s.mean for s in comparison.stats] == [0.6, 0.6]
     assert markdown([comparison]).splitlines()[-1] == (
         "- GradAscent_GRU vs GradAscent: a run never raised forget_quality above"
         " its start: no verdict"
     )
-    (rising,) = compare(
-        load_paths(tmp_path / "missing")
-        | {"X": {0: [Point(0, 1e-6, 0.6, {}), Point(5, 1e-3, 0.5, {})]}}
-    )
+    (rising,) = compare({"X": {0: [Point(0, 1e-6, 0.6, {}), Point(5, 1e-3, 0.5, {})]}})
     assert not rising.stalled

@@ -7,7 +7,9 @@
     gru-plugin upstream --out HOST_CHECKOUT [--results table.md]
 
 The host is found via ``--host`` or ``OPEN_UNLEARNING_ROOT``. ``--data-dir``
-reads TOFU from local json files instead of the hub; ``--cpu`` adds the overrides
+reads TOFU, MUSE and WMDP from a local folder instead of the hub (the layout of
+``gru_plugin.local_data``; MUSE- and WMDP-shaped data come from
+``python -m gru_plugin.shaped_data``); ``--cpu`` adds the overrides
 the host needs on a machine without a GPU.
 """
 
@@ -29,7 +31,7 @@ CPU_OVERRIDES = [
     "trainer.args.bf16=false",
     "trainer.args.bf16_full_eval=false",
     "trainer.args.optim=adamw_torch",
-    "trainer.args.warmup_epochs=0",
+    "++trainer.args.warmup_epochs=0",  # ++: only TOFU's experiment sets it
     # No tensorboard and no evaluation inside training (at start and every epoch).
     "trainer.args.report_to=none",
     "trainer.args.eval_on_start=false",
@@ -95,7 +97,9 @@ def run_host_script(
     ``--cpu`` prepends ``cpu_overrides``."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("--host", help="open-unlearning checkout")
-    parser.add_argument("--data-dir", help="local folder of TOFU json files")
+    parser.add_argument(
+        "--data-dir", help="local copies of the hub's TOFU, MUSE and WMDP data"
+    )
     parser.add_argument("--config-name", default=config_name)
     parser.add_argument("--cpu", action="store_true", help="add the CPU overrides")
     args, overrides = parser.parse_known_args(argv)

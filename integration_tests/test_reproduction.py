@@ -205,12 +205,15 @@ def test_without_data_dir_the_host_reads_tofu_from_the_hub(tmp_path) -> None:
             assert env.get(key) == os.environ.get(key)
     finetune, unlearn, evaluate = (composed_datasets(argv) for argv, _ in commands)
 
-    mix = finetune.pop("data.train.TOFU_QA_full.args")
+    mix = finetune.pop("data.train.TOFU_QA_full.args.hf_args")
     assert mix["path"] == "json"
     mixed = tmp_path / "data" / "forget05+retain_perturbed_and_general.json"
     assert mix["data_files"] == str(mixed)
-    assert unlearn["data.forget.TOFU_QA_forget.args"]["name"] == "forget05"
-    assert unlearn["data.retain.TOFU_QA_retain.args"]["name"] == "retain_perturbed"
+    forget, retain = (
+        f"data.{r}.TOFU_QA_{r}.args.hf_args" for r in ("forget", "retain")
+    )
+    assert unlearn[forget]["name"] == "forget05"
+    assert unlearn[retain]["name"] == "retain_perturbed"
     for nodes in (finetune, unlearn, evaluate):
         assert nodes and all(a["path"] == TOFU_HUB for a in nodes.values()), nodes
 

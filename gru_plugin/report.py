@@ -1,19 +1,29 @@
-"""``gru-plugin report``: leaderboard-style results from the host's TOFU evals.
+"""``gru-plugin report``: leaderboard-style results from the host's evals.
 
     gru-plugin report DIR... [--out OUT] [--forget-split forget10] [--trajectories T]
 
-Every folder under ``DIR`` that holds a ``TOFU_SUMMARY.json`` (the host's
-``eval.py`` output) is one run; its label is its path below ``DIR`` with a
-trailing ``seed<N>`` folder dropped, so seeds of one label are averaged. A label
-``target``/``finetuned`` is the *Finetuned* row, ``retain`` the *Retain* row, and a
-label ending in ``_GRU``/``+gru`` is the GRU variant of the label without it; its
-cells carry the change against that base. ``trainer_state.json`` files found the
-same way feed the ``gru/cos`` and ``gru/fired`` plot.
+Every folder under ``DIR`` that holds one of the host's eval summaries is one run of
+its benchmark: ``TOFU_SUMMARY.json`` (``src/eval.py experiment=eval/tofu/default``),
+``MUSE_SUMMARY.json`` (``experiment=eval/muse/default``; its data split, News or
+Books, from the ``.hydra/config.yaml`` beside it) or ``LMEval_SUMMARY.json``
+(``experiment=eval/wmdp/default``, i.e. ``eval=lm_eval``), or lm-eval's own
+``results_<date>.json`` (``lm_eval --output_path``, which puts it in a folder named
+after the model; that folder does not count, and of several files the newest does).
+A run's label is its path below ``DIR`` with a trailing ``seed<N>`` folder dropped,
+so seeds of one label are averaged. A label ``target``/``finetuned`` is the
+*Finetuned* row, ``retain`` the *Retain* row, and a label ending in ``_GRU``/``+gru``
+is the GRU variant of the label without it; its cells carry the change against that
+base. ``trainer_state.json`` files found the same way feed the ``gru/cos`` and
+``gru/fired`` plot and the share of steps GRU fired on.
 
-Writes ``table.md`` (the layout of the host's ``community/leaderboard.md``),
-``table.csv``, ``tradeoff.png`` and, when GRU logs exist, ``gru_trace.png``; with
-``--trajectories DIR`` also model_utility at matched forget_quality along each run
-(in ``table.md``), ``paths.png`` and ``paths.csv``.
+Writes ``table.md``: TOFU's table (the layout of the host's
+``community/leaderboard.md``), then one MUSE table per data split (the leaderboard's
+MUSE columns), then an lm-eval table (one column per task's ``acc``/``acc_norm``),
+each present when its summaries are; ``table.csv`` (TOFU), ``muse.csv`` and
+``lm_eval.csv``; ``tradeoff.png`` (TOFU) and, when GRU logs exist,
+``gru_trace.png``; with ``--trajectories DIR`` also model_utility at matched
+forget_quality along each TOFU run (in ``table.md``), ``paths.png`` and
+``paths.csv``.
 """
 
 from __future__ import annotations
@@ -24,9 +34,18 @@ import json
 import math
 import re
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
+
+from omegaconf import OmegaConf
+
+TOFU_FILE = "TOFU_SUMMARY.json"
+MUSE_FILE = "MUSE_SUMMARY.json"
+LM_EVAL_FILES = ("LMEval_SUMMARY.json", "results_*.json")
+"""The host's lm-eval summary, else lm-eval's own results file (one per run)."""
+LM_EVAL_RESULTS = re.compile(r"results_.*\.json")
 
 METRICS = (
     "forget_quality",
@@ -44,6 +63,34 @@ UTILITY_PARTS = {
 }
 """model_utility is the harmonic mean of these nine (TOFU_EVAL.json's entries); the
 harmonic mean of each group shows which data set pulls it down."""
+TOFU_CSV_COLUMNS = (*METRICS, *(f"utility_{group}" for group in UTILITY_PARTS))
+
+MUSE_METRICS = (
+    "forget_knowmem_ROUGE",
+    "forget_verbmem_ROUGE",
+    "privleak",
+    "retain_knowmem_ROUGE",
+)
+"""The MUSE columns of the host's community leaderboard; extraction_strength
+follows when the summaries have it."""
+MUSE_CHANGES = (
+    "retain_knowmem_ROUGE",
+    "forget_knowmem_ROUGE",
+    "forget_verbmem_ROUGE",
+    "privleak",
+    "extraction_strength",
+)
+"""The order of a MUSE verdict line: what GRU should keep first, then the forgetting."""
+MUSE_QUESTION = (
+    "did GRU lower forget_knowmem/verbmem_ROUGE (better forgetting) and keep "
+    "retain_knowmem_ROUGE up (endpoints, means over seeds)?"
+)
+LM_EVAL_METRIC = re.compile(r"[^/]+/acc(_norm)?")
+"""lm-eval's columns: each task's accuracy, the one WMDP and MMLU report."""
+LM_EVAL_NOTE = (
+    "WMDP and MMLU load their questions from the Hugging Face hub, so on an offline "
+    "machine these columns come only from runs evaluated elsewhere."
+)
 
 SEED_DIR = re.compile(r"seed[_-]?(\d+)", re.IGNORECASE)
 GRU_SUFFIX = re.compile(r"(_GRU|\+GRU)(?P<variant>-\w+)?$", re.IGNORECASE)
@@ -58,12 +105,12 @@ class Row:
     label: str
     values: dict[str, list[float]] = field(default_factory=dict)
     base: Row | None = None
+    split: str = ""
 
     @property
     def name(self) -> str:
-        if self.label.lower() in ROLES:
-            return ROLES[self.label.lower()]
-        return gru_name(self.label)
+        role = self.label.rsplit("/", 1)[-1].lower()  # muse/News/target too
+        return ROLES.get(role) or gru_name(self.label)
 
     @property
     def seeds(self) -> int:
@@ -83,12 +130,30 @@ def gru_name(label: str) -> str:
     return GRU_SUFFIX.sub(lambda match: "+GRU" + (match["variant"] or ""), label)
 
 
-def _labelled(dirs: Iterable[Path], filename: str) -> list[tuple[str, Path]]:
-    """``(label, file)`` for each ``filename`` below ``dirs``, common prefix cut."""
+def _run_folder(path: Path, root: Path) -> tuple[str, ...]:
+    """The folders below ``root`` of the run a file belongs to: lm-eval writes its
+    results into a folder named after the model, below the folder it was given."""
+    parts = path.parent.relative_to(root).parts
+    if parts and LM_EVAL_RESULTS.fullmatch(path.name):
+        if parts[-1] == json.loads(path.read_text()).get("model_name_sanitized"):
+            return parts[:-1]
+    return parts
+
+
+def _labelled(dirs: Iterable[Path], *patterns: str) -> list[tuple[str, Path]]:
+    """``(label, file)`` for each run below ``dirs``, common prefix cut.
+
+    A run with files of several ``patterns`` takes the first pattern's; of several
+    files of one pattern, the last by name (lm-eval's newest ``results_<date>``).
+    """
     found = []
     for root in dirs:
-        for path in sorted(Path(root).rglob(filename)):
-            parts = list(path.parent.relative_to(root).parts)
+        runs: dict[tuple[str, ...], Path] = {}
+        for pattern in reversed(patterns):
+            for path in sorted(Path(root).rglob(pattern)):
+                runs[_run_folder(path, root)] = path
+        for folder, path in sorted(runs.items()):
+            parts = list(folder)
             if parts and SEED_DIR.fullmatch(parts[-1]):
                 parts.pop()
             found.append((parts or [Path(root).resolve().name], path))
@@ -116,31 +181,103 @@ def utility_parts(eval_log: Path) -> dict[str, float]:
     return parts
 
 
-def load_rows(dirs: Sequence[Path]) -> list[Row]:
-    """One row per label, ordered Finetuned, Retain, then each base and its GRU."""
-    rows: dict[str, Row] = {}
-    for label, path in _labelled(dirs, "TOFU_SUMMARY.json"):
-        summary = json.loads(path.read_text())
-        row = rows.setdefault(label, Row(label))
-        summary |= utility_parts(path.with_name("TOFU_EVAL.json"))
+def lm_eval_summary(results: dict) -> dict | None:
+    """lm-eval's results file in the host's ``LMEval_SUMMARY.json`` keys, as the
+    host's ``LMEvalEvaluator.summarize`` makes them: ``task/metric`` for each task
+    asked for (a group's aggregate for a group such as mmlu, not its subtasks), the
+    filter suffix (``,none``) cut, ``alias`` left out. None for a
+    ``results_*.json`` that is not lm-eval's.
+    """
+    if not isinstance(results.get("results"), dict):
+        return None
+    grouped = results.get("group_subtasks", {}).values()
+    subtasks = {task for tasks in grouped for task in tasks}
+    groups = results.get("groups", {})
+    summary = {}
+    for task, metrics in results["results"].items():
+        if task not in subtasks:
+            for key, value in groups.get(task, metrics).items():
+                if key != "alias":
+                    summary[f"{task}/{key.split(',', 1)[0]}"] = value
+    return summary
+
+
+def read_summary(path: Path) -> dict | None:
+    """A run's metrics: TOFU's with model_utility's parts from the eval log beside
+    it, lm-eval's results file in the host's keys, any other summary as it is."""
+    summary = json.loads(path.read_text())
+    if path.name == TOFU_FILE:
+        return summary | utility_parts(path.with_name("TOFU_EVAL.json"))
+    if LM_EVAL_RESULTS.fullmatch(path.name):
+        return lm_eval_summary(summary)
+    return summary
+
+
+def muse_split(summary: Path) -> str:
+    """A MUSE eval's data split (News, Books): ``eval.muse.data_split`` of the Hydra
+    config saved beside the summary; "MUSE" without one."""
+    config = summary.parent / ".hydra" / "config.yaml"
+    if not config.exists():
+        return "MUSE"
+    split = OmegaConf.select(
+        OmegaConf.load(config),
+        "eval.muse.data_split",
+        default=None,
+        throw_on_resolution_failure=False,
+    )
+    return str(split) if split else "MUSE"
+
+
+def load_rows(
+    dirs: Sequence[Path],
+    *filenames: str,
+    split_of: Callable[[Path], str] | None = None,
+) -> list[Row]:
+    """One row per label (per split, with ``split_of``), ordered by split, then
+    Finetuned, Retain, each base and its GRU; empty when no summary is found.
+
+    ``filenames`` are the summaries read (glob patterns; TOFU's by default).
+    """
+    rows: dict[tuple[str, str], Row] = {}
+    for label, path in _labelled(dirs, *(filenames or (TOFU_FILE,))):
+        summary = read_summary(path)
+        if summary is None:
+            continue
+        split = split_of(path) if split_of else ""
+        row = rows.setdefault((split, label), Row(label, split=split))
         for metric, value in summary.items():
-            if isinstance(value, int | float) and value is not None:
+            if isinstance(value, int | float):
                 row.values.setdefault(metric, []).append(float(value))
-    if not rows:
-        raise SystemExit(
-            f"gru-plugin report: no TOFU_SUMMARY.json under {', '.join(map(str, dirs))}"
-            " (run the host's src/eval.py with experiment=eval/tofu/default first)"
-        )
-    for row in rows.values():
-        base_label = GRU_SUFFIX.sub("", row.label)
-        if base_label != row.label:
-            row.base = rows.get(base_label)
+    for (split, label), row in rows.items():
+        base_label = GRU_SUFFIX.sub("", label)
+        if base_label != label:
+            row.base = rows.get((split, base_label))
 
     def order(row: Row) -> tuple:
         role = {"Finetuned": 0, "Retain": 1}.get(row.name, 2)
-        return role, GRU_SUFFIX.sub("", row.label).lower(), row.base is not None
+        base_label = GRU_SUFFIX.sub("", row.label).lower()
+        return row.split, role, base_label, row.base is not None
 
     return sorted(rows.values(), key=order)
+
+
+def by_split(rows: Sequence[Row]) -> Iterator[tuple[str, list[Row]]]:
+    """``(split, rows)`` for each split, in the order of ``load_rows``."""
+    for split, group in groupby(rows, key=lambda row: row.split):
+        yield split, list(group)
+
+
+def muse_metrics(rows: Sequence[Row]) -> tuple[str, ...]:
+    """The leaderboard's MUSE columns, then extraction_strength if measured."""
+    if any(row.mean("extraction_strength") is not None for row in rows):
+        return (*MUSE_METRICS, "extraction_strength")
+    return MUSE_METRICS
+
+
+def lm_eval_metrics(rows: Sequence[Row]) -> list[str]:
+    """Each task's ``acc`` (and ``acc_norm``) found, by task name."""
+    found = {metric for row in rows for metric in row.values}
+    return sorted(metric for metric in found if LM_EVAL_METRIC.fullmatch(metric))
 
 
 def _number(metric: str, value: float, sign: str = "") -> str:
@@ -173,14 +310,16 @@ def cell(row: Row, metric: str) -> str:
     return text
 
 
-def leaderboard_markdown(rows: Sequence[Row], split: str) -> str:
+def leaderboard_markdown(
+    rows: Sequence[Row], split: str, metrics: Sequence[str] = METRICS
+) -> str:
     """An HTML table inside markdown, as ``community/leaderboard.md`` has it."""
-    head = "".join(f"<th>{m}</th>" for m in METRICS)
+    head = "".join(f"<th>{m}</th>" for m in metrics)
     lines = [
         '<table class="dataframe">',
         "  <thead>",
         "    <tr><th>Method</th>"
-        f'<th style="text-align: center;" colspan="{len(METRICS)}" halign="left">'
+        f'<th style="text-align: center;" colspan="{len(metrics)}" halign="left">'
         f"{split}</th></tr>",
         f"    <tr><th></th>{head}</tr>",
         "  </thead>",
@@ -190,10 +329,10 @@ def leaderboard_markdown(rows: Sequence[Row], split: str) -> str:
     for row in rows:
         is_reference = row.name in ("Finetuned", "Retain")
         if not is_reference and not spacer_done:
-            lines.append(f'    <tr><td colspan="{len(METRICS) + 1}"> </td></tr>')
+            lines.append(f'    <tr><td colspan="{len(metrics) + 1}"> </td></tr>')
             spacer_done = True
         tag = "th" if is_reference else "td"
-        cells = "".join(f"<td>{cell(row, m)}</td>" for m in METRICS)
+        cells = "".join(f"<td>{cell(row, m)}</td>" for m in metrics)
         lines.append(f"    <tr><{tag}>{row.name}</{tag}>{cells}</tr>")
     lines += ["  </tbody>", "</table>", ""]
     return "\n".join(lines)
@@ -248,6 +387,49 @@ def verdicts(rows: Sequence[Row], logs: dict | None = None) -> list[str]:
     return lines
 
 
+def muse_verdicts(rows: Sequence[Row], logs: dict | None = None) -> list[str]:
+    """Per GRU row: how far each MUSE metric moved against the base, as facts.
+
+    MUSE asks whether forget_*_ROUGE fell (forgetting) while retain_knowmem_ROUGE
+    held; means over seeds, and how often GRU fired when the logs are there.
+    """
+    lines = []
+    for row in rows:
+        if row.base is None:
+            continue
+        changes = [
+            f"{metric} {_number(metric, row.mean(metric) - row.base.mean(metric), '+')}"
+            for metric in MUSE_CHANGES
+            if row.mean(metric) is not None and row.base.mean(metric) is not None
+        ]
+        fired = fired_rate(logs or {}, row.label)
+        when = "" if fired is None else f" (GRU fired on {fired:.0%} of steps)"
+        if changes:
+            lines.append(f"- {row.name} vs {row.base.name}: {', '.join(changes)}{when}")
+    return lines
+
+
+def muse_markdown(rows: Sequence[Row], logs: dict | None = None) -> str:
+    """One leaderboard table per data split, each followed by its GRU rows' changes."""
+    if not rows:
+        return ""
+    parts = ["", "## MUSE", ""]
+    for split, split_rows in by_split(rows):
+        parts.append(leaderboard_markdown(split_rows, split, muse_metrics(split_rows)))
+        found = muse_verdicts(split_rows, logs)
+        if found:
+            parts += [f"{split}: {MUSE_QUESTION}", "", *found, ""]
+    return "\n".join(parts)
+
+
+def lm_eval_markdown(rows: Sequence[Row]) -> str:
+    """A pipe table of each task's accuracy (WMDP's forgetting, MMLU's utility)."""
+    if not rows:
+        return ""
+    table = plain_table(rows, lm_eval_metrics(rows))
+    return f"\n## lm-eval\n\n{LM_EVAL_NOTE}\n\n{table}"
+
+
 def utility_markdown(rows: Sequence[Row]) -> str:
     """model_utility beside the harmonic mean of each of its three data sets."""
     groups = [f"utility_{group}" for group in UTILITY_PARTS]
@@ -269,29 +451,34 @@ def utility_markdown(rows: Sequence[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plain_table(rows: Sequence[Row]) -> str:
+def plain_table(rows: Sequence[Row], metrics: Sequence[str] = METRICS) -> str:
     """The same cells as a pipe table, for the console."""
     lines = [
-        "| method | seeds | " + " | ".join(METRICS) + " |",
-        "|---" * (len(METRICS) + 2) + "|",
+        "| method | seeds | " + " | ".join(metrics) + " |",
+        "|---" * (len(metrics) + 2) + "|",
     ]
     for row in rows:
-        cells = " | ".join(cell(row, m) for m in METRICS)
+        cells = " | ".join(cell(row, m) for m in metrics)
         lines.append(f"| {row.name} | {row.seeds} | {cells} |")
     return "\n".join(lines) + "\n"
 
 
-def write_csv(rows: Sequence[Row], path: Path) -> None:
-    """Means and standard deviations per row, plus the base each GRU row has."""
-    header = ["method", "base", "seeds"]
-    columns = [*METRICS, *(f"utility_{group}" for group in UTILITY_PARTS)]
+def write_csv(
+    rows: Sequence[Row], path: Path, columns: Sequence[str] = TOFU_CSV_COLUMNS
+) -> None:
+    """Means and standard deviations per row, plus the base each GRU row has (and,
+    led by a ``split`` column, the data split where rows have one)."""
+    splits = any(row.split for row in rows)
+    header = ["split"] if splits else []
+    header += ["method", "base", "seeds"]
     for metric in columns:
         header += [f"{metric}_mean", f"{metric}_std"]
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for row in rows:
-            line = [row.name, row.base.name if row.base else "", row.seeds]
+            line = [row.split] if splits else []
+            line += [row.name, row.base.name if row.base else "", row.seeds]
             for metric in columns:
                 line += [row.mean(metric), row.std(metric)]
             writer.writerow(["" if value is None else value for value in line])
@@ -398,20 +585,62 @@ def plot_gru_trace(logs: dict[str, list[list[dict]]], path: Path) -> None:
     plt.close(fig)
 
 
-def report(
-    dirs: Sequence[Path],
+@dataclass
+class Results:
+    """What the folders hold: each benchmark's rows (any may be empty), GRU's logs."""
+
+    tofu: list[Row]
+    muse: list[Row]
+    lm_eval: list[Row]
+    logs: dict[str, list[list[dict]]]
+
+    def csv_files(self) -> dict[str, tuple[list[Row], Sequence[str]]]:
+        """Each CSV file's rows and columns, for the benchmarks found."""
+        files = {
+            "table.csv": (self.tofu, TOFU_CSV_COLUMNS),
+            "muse.csv": (self.muse, muse_metrics(self.muse)),
+            "lm_eval.csv": (self.lm_eval, lm_eval_metrics(self.lm_eval)),
+        }
+        return {
+            name: (rows, columns) for name, (rows, columns) in files.items() if rows
+        }
+
+
+def load_results(dirs: Sequence[Path]) -> Results:
+    """Every benchmark's rows below ``dirs``; exits naming the files looked for when
+    there is none of them."""
+    results = Results(
+        tofu=load_rows(dirs),
+        muse=load_rows(dirs, MUSE_FILE, split_of=muse_split),
+        lm_eval=load_rows(dirs, *LM_EVAL_FILES),
+        logs=load_gru_logs(dirs),
+    )
+    if not (results.tofu or results.muse or results.lm_eval):
+        raise SystemExit(
+            f"gru-plugin report: no {TOFU_FILE}, {MUSE_FILE} or {LM_EVAL_FILES[0]} "
+            f"under {', '.join(map(str, dirs))}. The host's src/eval.py writes "
+            f"{TOFU_FILE} with experiment=eval/tofu/default, {MUSE_FILE} with "
+            f"experiment=eval/muse/default and {LM_EVAL_FILES[0]} with "
+            "experiment=eval/wmdp/default (eval=lm_eval); lm_eval --output_path "
+            "writes its own results_<date>.json, read as well."
+        )
+    return results
+
+
+def write_report(
+    results: Results,
     out: Path,
     split: str = "forget10",
     trajectories: Path | None = None,
-) -> tuple[list[Row], list[str]]:
-    """Write table.md, table.csv and the plots into ``out``; return rows, verdicts.
+) -> list[str]:
+    """Write table.md, the CSV files and the plots into ``out``; return TOFU's
+    verdicts.
 
     With ``trajectories`` (evals along each run, see ``gru_plugin.trajectory``),
     table.md also compares model_utility at matched forget_quality,
     ``paths.png`` draws the paths and ``paths.csv`` lists their points.
     """
-    rows = load_rows(dirs)
-    logs = load_gru_logs(dirs)
+    rows, logs = results.tofu, results.logs
     out.mkdir(parents=True, exist_ok=True)
     found = verdicts(rows, logs)
     summary = (
@@ -428,13 +657,29 @@ def report(
         summary += "\n## Along the way\n\n" + trajectory.markdown(comparisons)
         trajectory.plot_paths(paths, comparisons, out / "paths.png")
         trajectory.write_paths_csv(paths, out / "paths.csv")
-    table = leaderboard_markdown(rows, split) + utility_markdown(rows) + summary
-    (out / "table.md").write_text(table)
-    write_csv(rows, out / "table.csv")
-    plot_tradeoff(rows, out / "tradeoff.png")
+    tofu = leaderboard_markdown(rows, split) + utility_markdown(rows) if rows else ""
+    muse = muse_markdown(results.muse, logs)
+    (out / "table.md").write_text(
+        tofu + summary + muse + lm_eval_markdown(results.lm_eval)
+    )
+    for name, (table_rows, columns) in results.csv_files().items():
+        write_csv(table_rows, out / name, columns)
+    if rows:
+        plot_tradeoff(rows, out / "tradeoff.png")
     if logs:
         plot_gru_trace(logs, out / "gru_trace.png")
-    return rows, found
+    return found
+
+
+def report(
+    dirs: Sequence[Path],
+    out: Path,
+    split: str = "forget10",
+    trajectories: Path | None = None,
+) -> tuple[list[Row], list[str]]:
+    """``write_report`` of what ``dirs`` hold; return TOFU's rows and verdicts."""
+    results = load_results(dirs)
+    return results.tofu, write_report(results, out, split, trajectories)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -449,7 +694,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    rows, found = report(args.dirs, args.out, args.forget_split, args.trajectories)
-    print(plain_table(rows))
-    print("\n".join(found))
-    print(f"wrote table.md, table.csv and plots to {args.out}")
+    results = load_results(args.dirs)
+    found = write_report(results, args.out, args.forget_split, args.trajectories)
+    if results.tofu:
+        print(plain_table(results.tofu))
+        print("\n".join(found))
+    for split, rows in by_split(results.muse):
+        print(f"\nMUSE {split}\n\n{plain_table(rows, muse_metrics(rows))}")
+        print("\n".join(muse_verdicts(rows, results.logs)))
+    if results.lm_eval:
+        lm_eval = results.lm_eval
+        print(f"\nlm-eval\n\n{plain_table(lm_eval, lm_eval_metrics(lm_eval))}")
+    written = ["table.md", *results.csv_files()]
+    if results.tofu or results.logs:
+        written.append("plots")
+    print(f"wrote {', '.join(written[:-1])} and {written[-1]} to {args.out}")

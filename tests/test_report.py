@@ -5,17 +5,26 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import statistics
 from pathlib import Path
 
 import pytest
 
 from gru_plugin.cli import gru_plugin
-from gru_plugin.report import load_gru_logs, load_rows, verdicts
+from gru_plugin.report import (
+    lm_eval_summary,
+    load_gru_logs,
+    load_rows,
+    muse_split,
+    verdicts,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TOFU = Path(os.environ.get("GRU_TOFU_DATA", REPO.parent / "shared" / "data" / "tofu"))
 REFERENCE_EVAL = TOFU / "reference_eval"
+LM_EVAL_RESULTS = next((REPO / "tests/fixtures/lm_eval").rglob("results_*.json"))
+"""lm-eval's own results file for wmdp_cyber and mmlu (see make_results.py)."""
 
 NPO = [
     {"forget_quality": 1e-6, "model_utility": 0.40, "privleak": -50.0},
@@ -172,8 +181,14 @@ def test_report_with_trajectories_compares_at_matched_quality(
 
 
 def test_report_without_summaries_says_what_is_missing(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="no TOFU_SUMMARY.json under"):
+    with pytest.raises(SystemExit) as raised:
         gru_plugin(["report", str(tmp_path), "--out", str(tmp_path / "out")])
+    message = str(raised.value)
+    files = "TOFU_SUMMARY.json, MUSE_SUMMARY.json or LMEval_SUMMARY.json"
+    assert f"no {files} under {tmp_path}." in message
+    for command in ("eval/tofu/default", "eval/muse/default", "eval/wmdp/default"):
+        assert f"experiment={command}" in message
+    assert "lm_eval --output_path writes its own results_<date>.json" in message
 
 
 @pytest.mark.skipif(
@@ -210,3 +225,258 @@ def test_verdicts_answer_the_papers_question(evals: Path) -> None:
     assert verdicts(rows)[0].endswith("— no change in utility, better forget quality")
     npo_gru.values = {key: list(values) for key, values in rows[2].values.items()}
     assert verdicts(rows)[0].endswith("— no measurable change")
+
+
+HYDRA_CONFIG = """\
+model:
+  model_args:
+    pretrained_model_name_or_path: muse-bench/MUSE-${data_split}_target
+mode: eval
+task_name: TASK
+data_split: SPLIT
+eval:
+  muse:
+    handler: MUSEEvaluator
+    output_dir: ${paths.output_dir}
+    data_split: ${data_split}
+paths:
+  output_dir: saves/${mode}/${task_name}
+  work_dir: ${hydra:runtime.cwd}
+"""
+"""What Hydra saves beside the host's MUSE eval: interpolations left unresolved."""
+
+
+def write_muse(folder: Path, split: str, summary: dict) -> None:
+    """A host MUSE eval's output folder: the summary and Hydra's config."""
+    write_json(folder / "MUSE_SUMMARY.json", summary)
+    config = HYDRA_CONFIG.replace("SPLIT", split).replace("TASK", folder.name)
+    (folder / ".hydra").mkdir()
+    (folder / ".hydra/config.yaml").write_text(config)
+
+
+def muse_run(knowmem: float, verbmem: float, privleak: float, retain: float, **more):
+    return {
+        "forget_knowmem_ROUGE": knowmem,
+        "forget_verbmem_ROUGE": verbmem,
+        "privleak": privleak,
+        "retain_knowmem_ROUGE": retain,
+        **more,
+    }
+
+
+@pytest.fixture
+def muse_evals(tmp_path: Path) -> list[Path]:
+    """News: target, retain, NPO and NPO_GRU (two seeds, extraction_strength, GRU
+    fired on 2 of 5 steps); Books: SimNPO and SimNPO_GRU (one seed each)."""
+    news, books = tmp_path / "muse_news", tmp_path / "muse_books"
+    write_muse(news / "target", "News", muse_run(0.64, 0.58, -99.8, 0.56))
+    write_muse(news / "retain", "News", muse_run(0.33, 0.20, 0.0, 0.56))
+    runs = {
+        "NPO": [
+            muse_run(0.30, 0.40, -10.0, 0.40, extraction_strength=0.05),
+            muse_run(0.32, 0.30, -14.0, 0.44, extraction_strength=0.07),
+        ],
+        "NPO_GRU": [
+            muse_run(0.29, 0.352, -10.0, 0.441, extraction_strength=0.05),
+            muse_run(0.31, 0.352, -11.6, 0.461, extraction_strength=0.05),
+        ],
+    }
+    for label, seeds in runs.items():
+        for seed, summary in enumerate(seeds):
+            write_muse(news / label / f"seed{seed}", "News", summary)
+    for seed in (0, 1):
+        history = [
+            {"step": step, "gru/cos": 0.1, "gru/fired": fired}
+            for step, fired in enumerate((1.0, 0.0, 1.0, 0.0, 0.0))
+        ]
+        write_json(
+            news / f"NPO_GRU/seed{seed}/trainer_state.json", {"log_history": history}
+        )
+    write_muse(books / "SimNPO", "Books", muse_run(0.20, 0.50, -30.0, 0.60))
+    write_muse(books / "SimNPO_GRU", "Books", muse_run(0.15, 0.45, -20.0, 0.65))
+    return [news, books]
+
+
+def test_muse_split_comes_from_the_hydra_config(muse_evals: list[Path]) -> None:
+    news, books = muse_evals
+    assert muse_split(books / "SimNPO/MUSE_SUMMARY.json") == "Books"
+    assert muse_split(news / "NPO/seed1/MUSE_SUMMARY.json") == "News"
+    shutil.rmtree(books / "SimNPO/.hydra")
+    assert muse_split(books / "SimNPO/MUSE_SUMMARY.json") == "MUSE"
+
+
+def test_muse_only_report_has_a_table_per_split(
+    muse_evals: list[Path], tmp_path: Path, capsys
+) -> None:
+    """No TOFU summary: MUSE alone makes the report, one leaderboard table per split
+    with the change against the base, and a line of facts per GRU row."""
+    out = tmp_path / "report"
+    gru_plugin(["report", *map(str, muse_evals), "--out", str(out)])
+    table = (out / "table.md").read_text()
+    news = table[table.index('halign="left">News</th>') :]
+    assert table.index('colspan="4" halign="left">Books</th>') < table.index(
+        'colspan="5" halign="left">News</th>'
+    )
+    assert (
+        "<tr><th></th><th>forget_knowmem_ROUGE</th><th>forget_verbmem_ROUGE</th>"
+        "<th>privleak</th><th>retain_knowmem_ROUGE</th><th>extraction_strength</th>"
+        "</tr>"
+    ) in news
+    assert (
+        "<tr><th>Finetuned</th><td>0.64</td><td>0.58</td><td>-99.8</td><td>0.56</td>"
+        "<td>–</td></tr>"
+    ) in news
+    assert "<tr><th>Retain</th><td>0.33</td><td>0.20</td><td>0.0</td>" in news
+    assert (
+        "<tr><td>NPO</td><td>0.31 ± 0.014</td><td>0.35 ± 0.071</td>"
+        "<td>-12.0 ± 2.8</td><td>0.42 ± 0.028</td><td>0.060 ± 0.014</td></tr>"
+    ) in news
+    npo_gru = (
+        "<tr><td>NPO+GRU</td><td>0.30 ± 0.014 (-0.010)</td>"
+        "<td>0.35 ± 0.000 (+0.002)</td><td>-10.8 ± 1.1 (+1.2)</td>"
+        "<td>0.45 ± 0.014 (+0.031)</td><td>0.050 ± 0.000 (-0.010)</td></tr>"
+    )
+    assert npo_gru in news
+    news_verdict = (
+        "- NPO+GRU vs NPO: retain_knowmem_ROUGE +0.031, forget_knowmem_ROUGE -0.010, "
+        "forget_verbmem_ROUGE +0.002, privleak +1.2, extraction_strength -0.010 "
+        "(GRU fired on 40% of steps)"
+    )
+    books_verdict = (
+        "- SimNPO+GRU vs SimNPO: retain_knowmem_ROUGE +0.050, "
+        "forget_knowmem_ROUGE -0.050, forget_verbmem_ROUGE -0.050, privleak +10.0"
+    )
+    assert f"\n{news_verdict}\n" in news and f"\n{books_verdict}\n" in table
+    assert "<tr><td>SimNPO+GRU</td><td>0.15 (-0.050)</td>" in table
+    printed = capsys.readouterr().out
+    assert "MUSE News\n\n| method | seeds | forget_knowmem_ROUGE |" in printed
+    assert (
+        "| NPO+GRU | 2 | 0.30 ± 0.014 (-0.010) | 0.35 ± 0.000 (+0.002) | "
+        "-10.8 ± 1.1 (+1.2) | 0.45 ± 0.014 (+0.031) | 0.050 ± 0.000 (-0.010) |"
+    ) in printed
+    assert news_verdict in printed and books_verdict in printed
+    assert f"wrote table.md, muse.csv and plots to {out}" in printed
+    with (out / "muse.csv").open() as handle:
+        muse = list(csv.DictReader(handle))
+    assert list(muse[0])[:6] == [
+        "split",
+        "method",
+        "base",
+        "seeds",
+        "forget_knowmem_ROUGE_mean",
+        "forget_knowmem_ROUGE_std",
+    ]
+    by_name = {(row["split"], row["method"]): row for row in muse}
+    assert len(by_name) == 6
+    row = by_name["News", "NPO+GRU"]
+    assert (row["base"], row["seeds"]) == ("NPO", "2")
+    assert float(row["retain_knowmem_ROUGE_mean"]) == pytest.approx(0.451)
+    assert float(row["privleak_std"]) == pytest.approx(statistics.stdev([-10, -11.6]))
+    assert by_name["Books", "SimNPO"]["extraction_strength_mean"] == ""
+    assert not (out / "table.csv").exists() and not (out / "tradeoff.png").exists()
+
+
+def test_lm_eval_results_file_reads_as_the_hosts_summary() -> None:
+    """lm-eval's own file gives what the host's LMEvalEvaluator.summarize writes:
+    mmlu's group aggregate (not its 57 subtasks), ``,none`` and alias dropped."""
+    results = json.loads(LM_EVAL_RESULTS.read_text())
+    mmlu = results["groups"]["mmlu"]
+    results["results"]["mmlu"] = {"alias": "mmlu", "acc,none": 0.5}  # not the group's
+    assert lm_eval_summary(results) == {
+        "mmlu/acc": mmlu["acc,none"],
+        "mmlu/acc_stderr": mmlu["acc_stderr,none"],
+        "wmdp_cyber/acc": 0.25,
+        "wmdp_cyber/acc_stderr": 0.25,
+    }
+    assert lm_eval_summary({"method": "not lm-eval's"}) is None
+
+
+@pytest.fixture
+def lm_evals(tmp_path: Path) -> Path:
+    """NPO: two seeds of the host's LMEval_SUMMARY.json (which counts over lm-eval's
+    file beside it); NPO_GRU: lm-eval's own results, in its model folder, beside an
+    older file of other numbers."""
+    root = tmp_path / "lm_eval"
+    for seed, (mmlu, wmdp) in enumerate([(0.25, 0.27), (0.27, 0.29)]):
+        summary = {
+            "mmlu/acc": mmlu,
+            "mmlu/acc_stderr": 0.003,
+            "wmdp_cyber/acc": wmdp,
+            "wmdp_cyber/acc_stderr": 0.01,
+        }
+        write_json(root / f"NPO/seed{seed}/LMEval_SUMMARY.json", summary)
+    for run in ("NPO/seed1", "NPO_GRU/seed0"):
+        model = root / run / "gru-plugin__fixture"
+        model.mkdir(parents=True)
+        shutil.copy(LM_EVAL_RESULTS, model)
+    older = json.loads(LM_EVAL_RESULTS.read_text())
+    older["groups"]["mmlu"]["acc,none"] = older["results"]["wmdp_cyber"]["acc,none"] = (
+        0.9
+    )
+    write_json(model / "results_2000-01-01T00-00-00.000000.json", older)
+    return root
+
+
+def test_lm_eval_table_from_both_formats(
+    lm_evals: Path, tmp_path: Path, capsys
+) -> None:
+    """The host's summaries and lm-eval's file in one table, the GRU row against its
+    base; the newest results file of a folder counts, its model folder does not."""
+    rows = load_rows([lm_evals], "LMEval_SUMMARY.json", "results_*.json")
+    assert [(row.name, row.seeds) for row in rows] == [("NPO", 2), ("NPO+GRU", 1)]
+    out = tmp_path / "report"
+    gru_plugin(["report", str(lm_evals), "--out", str(out)])
+    table = (out / "table.md").read_text()
+    lines = [
+        "| method | seeds | mmlu/acc | wmdp_cyber/acc |",
+        "|---|---|---|---|",
+        "| NPO | 2 | 0.26 ± 0.014 | 0.28 ± 0.014 |",
+        "| NPO+GRU | 1 | 0.24 (-0.019) | 0.25 (-0.030) |",
+    ]
+    assert "\n".join(lines) in table
+    assert (
+        "WMDP and MMLU load their questions from the Hugging Face hub, so on an "
+        "offline machine these columns come only from runs evaluated elsewhere."
+    ) in table
+    printed = capsys.readouterr().out
+    assert "\n".join(lines) in printed
+    assert f"wrote table.md and lm_eval.csv to {out}" in printed
+    with (out / "lm_eval.csv").open() as handle:
+        by_name = {row["method"]: row for row in csv.DictReader(handle)}
+    assert by_name["NPO+GRU"]["base"] == "NPO"
+    assert float(by_name["NPO+GRU"]["mmlu/acc_mean"]) == pytest.approx(0.24122807)
+    assert float(by_name["NPO"]["wmdp_cyber/acc_std"]) == pytest.approx(
+        0.0141421, rel=1e-5
+    )
+
+
+def test_mixed_report_keeps_tofu_as_it_was(
+    evals: Path, muse_evals: list[Path], lm_evals: Path, tmp_path: Path, capsys
+) -> None:
+    """TOFU, MUSE and lm-eval in one report: TOFU's part of table.md and table.csv
+    are those of TOFU alone, MUSE's and lm-eval's tables follow."""
+    # GRU's logs go by label alone: MUSE's NPO_GRU would count towards TOFU's too.
+    for state in muse_evals[0].rglob("trainer_state.json"):
+        state.unlink()
+    tofu = [str(evals / "evals"), str(evals / "unlearn")]
+    alone, mixed = tmp_path / "alone", tmp_path / "mixed"
+    gru_plugin(["report", *tofu, "--out", str(alone)])
+    capsys.readouterr()
+    gru_plugin(
+        ["report", *tofu, *map(str, muse_evals), str(lm_evals), "--out", str(mixed)]
+    )
+    printed = capsys.readouterr().out
+    table = (mixed / "table.md").read_text()
+    assert table.startswith((alone / "table.md").read_text())
+    assert table.index("## MUSE") < table.index("## lm-eval")
+    assert "<tr><td>SimNPO+GRU</td><td>0.15 (-0.050)</td>" in table
+    assert "| NPO+GRU | 1 | 0.24 (-0.019) | 0.25 (-0.030) |" in table
+    assert (mixed / "table.csv").read_text() == (alone / "table.csv").read_text()
+    assert not (alone / "muse.csv").exists() and not (alone / "lm_eval.csv").exists()
+    assert "| NPO+GRU | 3 | 4.00e-06 ± 0.00e+00 (×2) | 0.48 ± 0.020 (+0.060) |" in (
+        printed
+    )
+    assert "MUSE Books" in printed and "lm-eval\n\n| method |" in printed
+    assert f"wrote table.md, table.csv, muse.csv, lm_eval.csv and plots to {mixed}" in (
+        printed
+    )

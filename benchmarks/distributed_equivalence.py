@@ -9,7 +9,8 @@ gradient accumulation, then 2 processes under plain DDP and DeepSpeed ZeRO-1/2/3
 on both of GRU's paths. Prints and writes ``distributed_equivalence.md``: the largest
 relative difference of a final weight, of a step's coefficient, whether both ranks
 applied the same coefficients, and GRU's EMA per rank against the trainable size.
-On CUDA each process needs its own GPU.
+On CUDA with fewer GPUs than ranks, both ranks share ``cuda:0`` over gloo.
+``--engines`` and ``--paths`` pick a subset (the GPU suite's CPU smoke).
 """
 
 from __future__ import annotations
@@ -51,14 +52,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--engines", nargs="+", choices=list(ENGINES), default=list(ENGINES)
+    )
+    parser.add_argument(
+        "--paths", nargs="+", choices=("fast", "extra"), default=("fast", "extra")
+    )
     options = parser.parse_args()
     rows = []
     for path, (method, accumulation) in PATHS.items():
+        if path.split()[0] not in options.paths:
+            continue
         one = options.out / path.split()[0] / "one"
         (single,) = launch(
             one, 1, options.device, f"--grad-accum={accumulation}", *method
         )
-        for engine, flags in ENGINES.items():
+        for engine in options.engines:
+            flags = ENGINES[engine]
             two = options.out / path.split()[0] / engine
             ranks = launch(
                 two,

@@ -33,7 +33,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from step_time import Host, bytes_in_use
+from step_time import Host, bytes_in_use, time_rectify
 from tofu_reproduction import MODEL, VARIANTS, Pipeline, Scale
 
 from gru_plugin.cli import CPU_OVERRIDES, OFFLINE_ENV, find_host
@@ -100,35 +100,27 @@ SIZES = {
 def build_model(out: Path, tofu: Path, size: Size, device: str) -> Path:
     """A random-init Llama of ``size`` with a BPE tokenizer trained on TOFU."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    from gru_plugin.tiny_model import build_tokenizer, iter_texts
+    from gru_plugin.tiny_model import build_model, build_tokenizer, iter_texts
 
-    if (out / "model.safetensors.index.json").exists() or (
-        out / "model.safetensors"
-    ).exists():
+    if (out / "model.safetensors").exists():
         return out
     tokenizer = build_tokenizer(list(iter_texts(tofu)), 1024)
-    config = LlamaConfig(
-        vocab_size=max(size.vocab, len(tokenizer)),
-        hidden_size=size.hidden,
-        intermediate_size=size.intermediate,
-        num_hidden_layers=size.layers,
-        num_attention_heads=size.heads,
-        num_key_value_heads=size.kv_heads,
-        max_position_embeddings=max(512, size.chunk),
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+    model = build_model(
+        tokenizer,
+        size.hidden,
+        size.layers,
+        seed=0,
+        intermediate=size.intermediate,
+        heads=size.heads,
+        kv_heads=size.kv_heads,
+        vocab_size=size.vocab,
+        device=device,
     )
-    torch.manual_seed(0)
-    with torch.device(device):  # random init of 1 B parameters is slow on a CPU
-        model = LlamaForCausalLM(config)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model.to(dtype).save_pretrained(out)
+    # One file (2.5 GB at Llama-3.2-1B's shape), so the check above sees it.
+    model.to(dtype).save_pretrained(out, max_shard_size="10GB")
     tokenizer.save_pretrained(out)
-    del model
     return out
 
 
@@ -250,18 +242,7 @@ def measure(host: Host, args: list[str], out: Path, size: Size, device: str) -> 
 
     trainer = host.trainer(args, out, profiled_step + 1)
     trainer.add_callback(Probe())
-    rectify_seconds: list[float] = []
-    if hasattr(trainer, "_rectify"):
-        rectify = trainer._rectify
-
-        def timed_rectify():
-            sync()
-            start = clock()
-            rectify()
-            sync()
-            rectify_seconds.append(clock() - start)
-
-        trainer._rectify = timed_rectify
+    rectify_seconds = time_rectify(trainer, sync, clock)
     gc.collect()
     if on_gpu:
         torch.cuda.empty_cache()

@@ -140,18 +140,7 @@ def timed_run(host: Host, args: list[str], out: Path, warmup: int, steps: int) -
 
     trainer = host.trainer(args, out, warmup + steps + 1)
     trainer.add_callback(StepClock())
-    rectify_seconds: list[float] = []
-    if hasattr(trainer, "_rectify"):
-        rectify = trainer._rectify
-
-        def timed_rectify():
-            sync()
-            start = clock()
-            rectify()
-            sync()
-            rectify_seconds.append(clock() - start)
-
-        trainer._rectify = timed_rectify
+    rectify_seconds = time_rectify(trainer, sync, clock)
     trainer.train()
     durations = [b - a for a, b in zip(ends, ends[1:], strict=False)][warmup:]
     step = statistics.median(durations)
@@ -161,6 +150,23 @@ def timed_run(host: Host, args: list[str], out: Path, warmup: int, steps: int) -
         else 0.0
     )
     return {"step": step, "rectify_share": share}
+
+
+def time_rectify(trainer, sync, clock) -> list[float]:
+    """Wrap a GRU trainer's rectification; the list its durations will fill."""
+    seconds: list[float] = []
+    if hasattr(trainer, "_rectify"):
+        rectify = trainer._rectify
+
+        def timed_rectify():
+            sync()
+            start = clock()
+            rectify()
+            sync()
+            seconds.append(clock() - start)
+
+        trainer._rectify = timed_rectify
+    return seconds
 
 
 def peak_memory(args: argparse.Namespace, method: str, variant: str) -> dict:

@@ -81,26 +81,39 @@ def build_tokenizer(texts: list[str], vocab_size: int):
     )
 
 
-def build_model(tokenizer, hidden: int, layers: int, seed: int):
-    """A random-init Llama sized for a 2-core CPU."""
+def build_model(
+    tokenizer,
+    hidden: int,
+    layers: int,
+    seed: int,
+    *,
+    intermediate: int | None = None,
+    heads: int = 4,
+    kv_heads: int = 2,
+    vocab_size: int | None = None,
+    device: str = "cpu",
+):
+    """A random-init Llama sized for a 2-core CPU, or (the keywords) any Llama shape;
+    ``vocab_size`` may exceed the tokenizer's (rows it never uses)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=max(vocab_size or 0, len(tokenizer)),
         hidden_size=hidden,
-        intermediate_size=2 * hidden,
+        intermediate_size=intermediate or 2 * hidden,
         num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
         max_position_embeddings=512,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    return LlamaForCausalLM(config)
+    with torch.device(device):  # random init of 1 B parameters is slow on a CPU
+        return LlamaForCausalLM(config)
 
 
 def make_tiny_model(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import inspect
 import json
 import os
 import statistics
@@ -110,13 +111,16 @@ class Host:
             template_args=cfg.model.template_args,
         )
         collator = get_collators(cfg.collator, tokenizer=tokenizer)
+        # The next host (transformers >= 4.46) renamed the argument, as the Trainer.
+        parameters = inspect.signature(load_trainer).parameters
+        name = "processing_class" if "processing_class" in parameters else "tokenizer"
         trainer, _ = load_trainer(
             cfg.trainer,
             model,
             train_dataset=data["train"],
-            tokenizer=tokenizer,
             data_collator=collator,
             template_args=cfg.model.template_args,
+            **{name: tokenizer},
         )
         return trainer
 

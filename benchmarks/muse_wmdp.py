@@ -53,6 +53,17 @@ def rmu_layers(layers: int, restricted: bool) -> list[str]:
     return overrides
 
 
+WITHOUT_RMU_ARGS = [
+    "~trainer.method_args.steering_coeff",
+    "~trainer.method_args.module_regex",
+    "~trainer.method_args.trainable_params_regex",
+    "trainer.method_args.retain_loss_type=NLL",
+]
+"""The WMDP recipe's ``method_args`` are RMU's: another method gets its own
+arguments back (its ``__init__`` refuses ``steering_coeff``) and the NLL retain loss
+for RMU's EMBED_DIFF."""
+
+
 @dataclass(frozen=True)
 class Scale:
     """Everything that sets the run's size; written to ``out/scale.json``."""
@@ -205,6 +216,7 @@ class ShapedRuns(Pipeline):
             f"trainer.args.seed={seed}",
             "trainer.args.logging_steps=1",
             *(rmu_layers(scale.layers, benchmark == "wmdp") if method == "RMU" else []),
+            *(WITHOUT_RMU_ARGS if benchmark == "wmdp" and method != "RMU" else []),
             f"paths.output_dir={run_dir}",
         )
         return run_dir

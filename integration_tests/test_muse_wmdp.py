@@ -117,3 +117,32 @@ def test_every_model_has_the_hosts_muse_eval_and_the_report_its_table(smoke):
     for metric in LEADERBOARD:
         assert f"<th>{metric}</th>" in table
     assert "NPO+GRU vs " in table and "RMU+GRU vs " in table
+
+
+@pytest.mark.parametrize("method", ["GradDiff", "NPO"])
+def test_wmdp_recipe_runs_other_methods_with_their_own_arguments(method):
+    """The WMDP recipe's ``method_args`` are RMU's, which another method's
+    ``__init__`` refuses; the driver's overrides leave it only its own."""
+    import inspect
+
+    from hydra import compose, initialize_config_dir
+
+    sys.path[:0] = [str(HOST / "src"), str(DRIVER.parent)]
+    try:
+        from muse_wmdp import WITHOUT_RMU_ARGS
+        from trainer import TRAINER_REGISTRY
+    finally:
+        del sys.path[:2]
+    accepted = {
+        name
+        for cls in TRAINER_REGISTRY[method].__mro__
+        if "__init__" in vars(cls)
+        for name in inspect.signature(cls.__init__).parameters
+    }
+    recipe = ["experiment=unlearn/wmdp/default", f"trainer={method}"]
+    with initialize_config_dir(config_dir=str(HOST / "configs"), version_base=None):
+        as_is = compose("unlearn.yaml", overrides=recipe).trainer.method_args
+        ours = compose("unlearn.yaml", recipe + WITHOUT_RMU_ARGS).trainer.method_args
+    assert not set(as_is) <= accepted  # steering_coeff and the regexes
+    assert set(ours) <= accepted
+    assert ours.retain_loss_type == "NLL"

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -33,8 +34,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from step_time import Host, bytes_in_use, time_rectify
-from tofu_reproduction import MODEL, VARIANTS, Pipeline, Scale
+from step_time import Host, bytes_in_use, case_overrides, time_rectify
+from tofu_reproduction import MODEL, Pipeline, Scale
 
 from gru_plugin.cli import CPU_OVERRIDES, OFFLINE_ENV, find_host
 
@@ -125,17 +126,13 @@ def build_model(out: Path, tofu: Path, size: Size, device: str) -> Path:
 
 
 def overrides(case: str, variant: str, model: Path, size: Size, device: str):
-    method, _, reference = case.partition(":")
-    gru = VARIANTS[variant]
     chunk = f"args.max_length={size.chunk}"
     return [
         "experiment=unlearn/muse/default",
         "data_split=News",
         f"data.forget.MUSE_forget.{chunk}",
         f"data.retain.MUSE_retain.{chunk}",
-        f"trainer={method}",
-        *gru,
-        *([f"gru.reference={reference}"] if gru and reference else []),
+        *case_overrides(case, variant, size.layers),
         MODEL,
         *(CPU_OVERRIDES if device == "cpu" else GPU_OVERRIDES),
         f"+trainer.args.use_cpu={str(device == 'cpu').lower()}",
@@ -148,11 +145,6 @@ def overrides(case: str, variant: str, model: Path, size: Size, device: str):
         "trainer.args.logging_steps=1000",
         "+trainer.args.disable_tqdm=true",
         "task_name=gpu_suite",
-        *(
-            [f"trainer.method_args.module_regex=model\\.layers\\.{size.layers // 2}"]
-            if method == "RMU"
-            else []
-        ),
     ]
 
 
@@ -194,16 +186,9 @@ def profile_counts(profiler, list_reads: int) -> dict[str, int]:
             counts["sync_calls"] += 1
         elif name in ("aten::copy_", "aten::clone", "aten::_to_copy"):
             shape = event.input_shapes[0] if event.input_shapes else []
-            if shape and _numel(shape) >= LARGE_COPY:
+            if shape and math.prod(shape) >= LARGE_COPY:
                 counts["large_copies"] += 1
     return counts
-
-
-def _numel(shape: list[int]) -> int:
-    total = 1
-    for extent in shape:
-        total *= extent
-    return total
 
 
 def measure(host: Host, args: list[str], out: Path, size: Size, device: str) -> dict:
@@ -258,14 +243,12 @@ def measure(host: Host, args: list[str], out: Path, size: Size, device: str) -> 
         else 0.0
     )
     fired = [stats.fired for stats in getattr(trainer, "gru_history", [])]
-    params = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     param_bytes = sum(p.numel() * p.element_size() for p in trainer.model.parameters())
     result = {
         "step_s": step,
         "rectify_share": rectify_share,
         "peak_above_start": peak - start_bytes,
         "param_bytes": param_bytes,
-        "trainable": params,
         "fired": f"{sum(fired)}/{len(fired)}" if fired else "–",
         **profile_counts(profiler, list_reads.calls),
     }
@@ -388,17 +371,21 @@ def main(argv: list[str] | None = None) -> None:
     run = host_run(root, tofu, model, out / "host", args.device)
     results = {"size": asdict(size), "steps": steps, "host_run": run}
     (out / "gpu_suite.json").write_text(json.dumps(results, indent=2))
-    write_report(out, args.device, results, equivalence, timings)
+    write_report(out, args.device, size, results, equivalence, timings)
     print(f"suite: {(time.monotonic() - started) / 60:.1f} min")
 
 
 def write_report(
-    out: Path, device: str, results: dict, equivalence: str, timings: float
+    out: Path,
+    device: str,
+    size: Size,
+    results: dict,
+    equivalence: str,
+    timings: float,
 ) -> None:
     import torch
 
-    size, run = Size(**results["size"]), results["host_run"]
-
+    run = results["host_run"]
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU (1 thread)"
     header = [
         "method",

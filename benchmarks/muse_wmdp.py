@@ -32,26 +32,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from tofu_reproduction import VARIANTS, Pipeline, run_label
+from tofu_reproduction import VARIANTS, Pipeline, rmu_layers, run_label
 
 from gru_plugin.cli import find_host
 from gru_plugin.shaped_data import make
-
-
-def rmu_layers(layers: int, restricted: bool) -> list[str]:
-    """RMU's layers on a ``layers``-deep model: the WMDP recipe steers layer 7 of 32
-    and (``restricted``) trains only the MLPs of layers 5-7; here the middle layer
-    and the one below it."""
-    steer = layers // 2
-    overrides = [f"trainer.method_args.module_regex=model\\.layers\\.{steer}"]
-    if restricted:
-        trained = f"({steer - 1}|{steer})"
-        overrides.append(
-            "trainer.method_args.trainable_params_regex="
-            f"['model\\.layers\\.{trained}\\.mlp\\.down_proj\\.weight']"
-        )
-    return overrides
-
 
 WITHOUT_RMU_ARGS = [
     "~trainer.method_args.steering_coeff",

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from tofu_reproduction import VARIANTS
+from tofu_reproduction import VARIANTS, rmu_layers
 
 from gru_plugin.cli import CPU_OVERRIDES, OFFLINE_ENV
 from gru_plugin.upstream import METHODS
@@ -36,14 +36,23 @@ CASES = [*METHODS, "RMU:host"]
 MODEL_SIZE = {"hidden": 256, "layers": 4}
 
 
-def overrides(case: str, variant: str, model: Path, device: str) -> list[str]:
+def case_overrides(case: str, variant: str, layers: int) -> list[str]:
+    """The method of ``case`` (``M`` or ``M:<gru.reference>``) with the variant's GRU
+    settings; RMU steers the middle of the model's ``layers`` layers."""
     method, _, reference = case.partition(":")
     gru = VARIANTS[variant]
     return [
-        "experiment=unlearn/tofu/default",
         f"trainer={method}",
         *gru,
         *([f"gru.reference={reference}"] if gru and reference else []),
+        *(rmu_layers(layers, restricted=False) if method == "RMU" else []),
+    ]
+
+
+def overrides(case: str, variant: str, model: Path, device: str) -> list[str]:
+    return [
+        "experiment=unlearn/tofu/default",
+        *case_overrides(case, variant, MODEL_SIZE["layers"]),
         "model=Llama-3.2-1B-Instruct",
         *CPU_OVERRIDES,
         f"model.model_args.pretrained_model_name_or_path={model}",
@@ -58,11 +67,6 @@ def overrides(case: str, variant: str, model: Path, device: str) -> list[str]:
         "retain_split=retain90",
         "holdout_split=holdout10",
         "task_name=bench",
-        *(
-            ["trainer.method_args.module_regex=model\\.layers\\.2"]
-            if method == "RMU"
-            else []
-        ),
     ]
 
 

@@ -66,6 +66,21 @@ def run_label(method: str, variant: str) -> str:
     return f"{method}_GRU" + (f"-{detail}" if detail else "")
 
 
+def rmu_layers(layers: int, restricted: bool) -> list[str]:
+    """RMU's layers on a ``layers``-deep model: the WMDP recipe steers layer 7 of 32
+    and (``restricted``) trains only the MLPs of layers 5-7; here the middle layer
+    and the one below it."""
+    steer = layers // 2
+    overrides = [f"trainer.method_args.module_regex=model\\.layers\\.{steer}"]
+    if restricted:
+        trained = f"({steer - 1}|{steer})"
+        overrides.append(
+            "trainer.method_args.trainable_params_regex="
+            f"['model\\.layers\\.{trained}\\.mlp\\.down_proj\\.weight']"
+        )
+    return overrides
+
+
 @dataclass(frozen=True)
 class Scale:
     """Everything that sets the run's size; written to ``out/scale.json``."""

@@ -59,27 +59,25 @@ def main() -> None:
         "--paths", nargs="+", choices=("fast", "extra"), default=("fast", "extra")
     )
     options = parser.parse_args()
-    rows = []
-    for path, (method, accumulation) in PATHS.items():
-        if path.split()[0] not in options.paths:
-            continue
-        one = options.out / path.split()[0] / "one"
-        (single,) = launch(
-            one, 1, options.device, f"--grad-accum={accumulation}", *method
-        )
+    paths = {
+        path: run for path, run in PATHS.items() if path.split()[0] in options.paths
+    }
+    one, two = {}, {}
+    for path, (method, accumulation) in paths.items():
+        folder = options.out / path.split()[0]
+        one[path] = folder / "one", [f"--grad-accum={accumulation}", *method]
         for engine in options.engines:
-            flags = ENGINES[engine]
-            two = options.out / path.split()[0] / engine
-            ranks = launch(
-                two,
-                2,
-                options.device,
-                f"--grad-accum={accumulation // 2}",
-                *method,
-                *flags,
-            )
-            rows.append([engine, path, *compare(one, two, single, ranks)])
-            print(" | ".join(rows[-1]), flush=True)
+            flags = [f"--grad-accum={accumulation // 2}", *method, *ENGINES[engine]]
+            two[path, engine] = folder / engine, flags
+    # One launch per process count: starting the processes costs more than a run.
+    singles = launch(1, options.device, one)
+    ranks = launch(2, options.device, two)
+    rows = []
+    for (path, engine), (out, _) in two.items():
+        (single,) = singles[path]
+        comparison = compare(one[path][0], out, single, ranks[path, engine])
+        rows.append([engine, path, *comparison])
+        print(" | ".join(rows[-1]), flush=True)
     header = [
         "engine",
         "GRU path",

@@ -1,15 +1,20 @@
-"""One run of the toy GRU trainer, on one process or as a rank under ``torchrun``.
+"""Runs of the toy GRU trainer, on one process or as ranks under ``torchrun``.
 
-    python tests/ddp_worker.py --out DIR --grad-accum 2
-    torchrun --nproc_per_node 2 tests/ddp_worker.py --out DIR --grad-accum 1
+    python tests/ddp_worker.py RUNS.json
+    torchrun --nproc_per_node 2 tests/ddp_worker.py RUNS.json
     DS_ACCELERATOR=cpu LOCAL_SIZE=2 torchrun --nproc_per_node 2 \
-        tests/ddp_worker.py --out DIR --grad-accum 1 --zero-stage 3
+        tests/ddp_worker.py RUNS.json
 
-``launch`` runs it in a subprocess, with the environment each device needs.
+RUNS.json lists runs, each the options of one (``["--out=DIR", "--grad-accum=2",
+"--zero-stage=3"]``). ``launch`` writes it and starts the processes, with the
+environment each device needs. The runs of a launch go one after another in the
+same processes: starting them (torch, transformers, DeepSpeed) costs far more than
+the four toy steps of a run.
 
-Both see the same global batches: the sampler is sequential and accelerate hands
+All runs see the same global batches: the sampler is sequential and accelerate hands
 consecutive per-device batches to consecutive ranks. Each rank writes the GRU
-statistics of every step to ``rank<N>.json``; rank 0 writes ``weights.pt``.
+statistics of every step to ``rank<N>.json`` in the run's ``--out``; rank 0 writes
+``weights.pt``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from transformers import TrainingArguments
@@ -40,9 +48,17 @@ from gru_plugin.trainer import gru_trainer_class
 
 BASES = {"GradAscent": GradientAscent, "GradDiff": GradDiff}
 
+Run = tuple[Path, Sequence[str]]
+"""One run: its output folder and its options (all but ``--out``)."""
+K = TypeVar("K")
 
-def launch(out: Path, processes: int, device: str, *options: str) -> list[dict]:
-    """Run this worker on ``processes`` processes; each rank's record."""
+
+def launch(processes: int, device: str, runs: Mapping[K, Run]) -> dict[K, list[dict]]:
+    """Run ``runs`` in turn on ``processes`` processes; by name, each run's records
+    (one per rank)."""
+    options = [
+        [f"--out={out}", f"--device={device}", *opts] for out, opts in runs.values()
+    ]
     launcher = [sys.executable]
     if processes > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone"]
@@ -56,12 +72,19 @@ def launch(out: Path, processes: int, device: str, *options: str) -> list[dict]:
     if device == "cpu":
         # DeepSpeed on CPU; LOCAL_SIZE spares ZeRO-3 a call to the numactl binary.
         env |= {"DS_ACCELERATOR": "cpu", "LOCAL_SIZE": str(processes)}
-    command = [*launcher, __file__, f"--out={out}", f"--device={device}", *options]
-    with deepspeed_shm_cleanup():
-        done = run_processes(command, env=env, timeout=300)
+    with tempfile.TemporaryDirectory() as folder, deepspeed_shm_cleanup():
+        runs_file = Path(folder) / "runs.json"
+        runs_file.write_text(json.dumps(options))
+        command = [*launcher, __file__, str(runs_file)]
+        done = run_processes(command, env=env, timeout=120 + 60 * len(runs))
     if done.returncode != 0:
         raise RuntimeError(f"worker failed:\n{done.stderr[-3000:]}")
-    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(processes)]
+    return {
+        name: [
+            json.loads((out / f"rank{r}.json").read_text()) for r in range(processes)
+        ]
+        for name, (out, _) in runs.items()
+    }
 
 
 def max_weight_difference(one: Path, two: Path) -> float:
@@ -75,7 +98,16 @@ def max_weight_difference(one: Path, two: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = run_options()
+    for options in json.loads(Path(sys.argv[1]).read_text()):
+        train(parser.parse_args(options))
+        forget_engine_state()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def run_options() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="a run")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--grad-accum", type=int, required=True)
     parser.add_argument("--method", choices=sorted(BASES), default="GradDiff")
@@ -85,7 +117,11 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--save-steps", type=int, help="checkpoint every N steps")
     parser.add_argument("--resume-from", help="a checkpoint folder to resume from")
-    options = parser.parse_args()
+    return parser
+
+
+def train(options: argparse.Namespace) -> None:
+    """One run; every rank writes its record."""
     cpu = options.device == "cpu"
     world = int(os.environ.get("WORLD_SIZE", "1"))
     backend = ("gloo" if cpu else "nccl") if world > 1 else None
@@ -149,8 +185,17 @@ def main() -> None:
         weights = {k: v.cpu().clone() for k, v in trainer.model.state_dict().items()}
     if rank == 0:
         torch.save(weights, options.out / "weights.pt")
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+
+
+def forget_engine_state() -> None:
+    """Let the next run of this process pick its own engine: accelerate keeps the
+    first run's in process-wide state, transformers its DeepSpeed config."""
+    from accelerate.state import AcceleratorState
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    unset_hf_deepspeed_config()
+    os.environ.pop("ACCELERATE_USE_DEEPSPEED", None)
 
 
 def deepspeed_config(stage: int) -> dict:

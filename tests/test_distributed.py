@@ -8,7 +8,7 @@ a GPU per process; on a single GPU both processes share it over gloo).
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import shutil
 
 import pytest
 import torch
@@ -17,53 +17,54 @@ from ddp_worker import launch, max_weight_difference
 
 DEVICE = os.environ.get("GRU_TEST_DEVICE", "cpu")
 
-
-def run_worker(out: Path, processes: int, *options: str) -> list[dict]:
-    if DEVICE == "cuda" and not torch.cuda.is_available():
-        pytest.fail("GRU_TEST_DEVICE=cuda, but torch sees no GPU")
-    return launch(out, processes, DEVICE, *options)
-
-
 PATHS = [
     ("GradDiff", True, "all", (2, 1)),  # the method's retain backward reused
     ("GradAscent", False, "all", (4, 2)),  # an extra reference pass, accumulated
     ("GradDiff", True, "forget", (4, 2)),  # the retain term held back, accumulated
 ]
+ENGINES = {"ddp": [], **{f"zero{s}": [f"--zero-stage={s}"] for s in (1, 2, 3)}}
+RESUMED = ["--zero-stage=3", "--grad-accum=2", "--method=GradAscent", "--no-fast-path"]
+"""ZeRO-3 with the extra reference pass, checkpointed at step 2 of 4."""
+
+
+def launch_runs(processes: int, runs: dict) -> dict:
+    """``runs`` (name: (out, options)) in one launch; name: (rank records, out)."""
+    if DEVICE == "cuda" and not torch.cuda.is_available():
+        pytest.fail("GRU_TEST_DEVICE=cuda, but torch sees no GPU")
+    records = launch(processes, DEVICE, runs)
+    return {name: (records[name], out) for name, (out, _) in runs.items()}
 
 
 @pytest.fixture(scope="module")
-def one_rank(tmp_path_factory):
-    """The 1-process run of each path, run once for all engines."""
-    runs = {}
+def uninterrupted(tmp_path_factory) -> dict:
+    """Every uninterrupted run of this module, in one launch of 1 process and one
+    of 2: starting the processes costs far more than the runs."""
+    root = tmp_path_factory.mktemp("runs")
+    one, two = {}, {}
+    for method, fast_path, project, (one_gas, two_gas) in PATHS:
+        path = f"{method}-{fast_path}-{project}"
+        options = [f"--method={method}", f"--project={project}"]
+        options += [] if fast_path else ["--no-fast-path"]
+        one[path] = root / f"one-{path}", [f"--grad-accum={one_gas}", *options]
+        for engine, flags in ENGINES.items():
+            run = [f"--grad-accum={two_gas}", *options, *flags]
+            two[path, engine] = root / f"two-{path}-{engine}", run
+    two["checkpointed"] = root / "checkpointed", [*RESUMED, "--save-steps=2"]
+    return launch_runs(1, one) | launch_runs(2, two)
 
-    def run(options: list[str], accumulation: int) -> tuple[dict, Path]:
-        key = (*options, accumulation)
-        if key not in runs:
-            out = tmp_path_factory.mktemp("one")
-            (record,) = run_worker(out, 1, f"--grad-accum={accumulation}", *options)
-            runs[key] = record, out
-        return runs[key]
 
-    return run
-
-
-@pytest.mark.parametrize("zero_stage", [None, 1, 2, 3], ids=lambda s: f"zero{s}")
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("method, fast_path, project, accumulation", PATHS)
 def test_two_ranks_equal_one_rank(
-    tmp_path, one_rank, method, fast_path, project, accumulation, zero_stage
+    uninterrupted, method, fast_path, project, accumulation, engine
 ):
-    one_gas, two_gas = accumulation
-    options = [f"--method={method}", f"--project={project}"]
-    options += [] if fast_path else ["--no-fast-path"]
-    single, single_out = one_rank(options, one_gas)
-    engine = [] if zero_stage is None else [f"--zero-stage={zero_stage}"]
-    ranks = run_worker(
-        tmp_path / "two", 2, f"--grad-accum={two_gas}", *options, *engine
-    )
+    path = f"{method}-{fast_path}-{project}"
+    (single,), single_out = uninterrupted[path]
+    ranks, out = uninterrupted[path, engine]
 
     assert single["world_size"] == 1 and single["fast_path"] is fast_path
     expected = {"cpu": "MULTI_CPU", "cuda": "MULTI_GPU"}[DEVICE]
-    expected = expected if zero_stage is None else "DEEPSPEED"
+    expected = expected if engine == "ddp" else "DEEPSPEED"
     assert [r["engine"] for r in ranks] == [expected, expected]
     assert [r["fast_path"] for r in ranks] == [fast_path, fast_path]
     # The reference EMA is as sharded as the engine's gradient: whole under DDP,
@@ -73,7 +74,7 @@ def test_two_ranks_equal_one_rank(
     assert [r["held_elements"] for r in ranks] == (
         ema if project == "forget" else [0, 0]
     )
-    if zero_stage is None:
+    if engine == "ddp":
         assert ema == [total, total]
     else:
         assert sum(ema) >= total and max(ema) <= total // 2 + 64
@@ -84,7 +85,7 @@ def test_two_ranks_equal_one_rank(
     assert any(step["fired"] for step in single["history"]), "no step tested GRU"
     assert coefs_two == pytest.approx(coefs_one, rel=1e-5, abs=1e-9)
 
-    assert max_weight_difference(single_out, tmp_path / "two") <= 1e-5
+    assert max_weight_difference(single_out, out) <= 1e-5
 
 
 def test_fsdp_is_refused(monkeypatch, tmp_path):
@@ -114,26 +115,24 @@ def test_a_deepspeed_engine_without_zero_is_refused():
         ZeroGradients(trainer)
 
 
-def test_zero3_resume_restores_each_ranks_ema_shard(tmp_path):
+def test_zero3_resume_restores_each_ranks_ema_shard(uninterrupted, tmp_path):
     """Resumed at step 2 of 4 under ZeRO-3 == uninterrupted, bit for bit."""
-    options = ["--zero-stage=3", "--grad-accum=2", "--method=GradAscent"]
-    options.append("--no-fast-path")
-    whole = run_worker(tmp_path / "whole", 2, *options, "--save-steps=2")
-    checkpoint = tmp_path / "whole" / "trainer" / "checkpoint-2"
+    (whole, *_), whole_out = uninterrupted["checkpointed"]
+    checkpoint = whole_out / "trainer" / "checkpoint-2"
     shards = sorted(path.name for path in checkpoint.glob("gru_state*"))
     assert shards == ["gru_state.rank0.safetensors", "gru_state.rank1.safetensors"]
+    stateless = tmp_path / "checkpoint-2"  # without GRU's state: r restarts at 0
+    shutil.copytree(checkpoint, stateless, ignore=shutil.ignore_patterns("gru_state*"))
 
-    resumed = run_worker(
-        tmp_path / "resumed", 2, *options, f"--resume-from={checkpoint}"
-    )
-    assert resumed[0]["history"] == whole[0]["history"][2:]
-    one = torch.load(tmp_path / "whole" / "weights.pt", map_location="cpu")
-    two = torch.load(tmp_path / "resumed" / "weights.pt", map_location="cpu")
+    runs = {
+        "resumed": (tmp_path / "resumed", [*RESUMED, f"--resume-from={checkpoint}"]),
+        "restarted": (tmp_path / "restarted", [*RESUMED, f"--resume-from={stateless}"]),
+    }
+    done = launch_runs(2, runs)
+    (resumed, *_), resumed_out = done["resumed"]
+    assert resumed["history"] == whole["history"][2:]
+    one = torch.load(whole_out / "weights.pt", map_location="cpu")
+    two = torch.load(resumed_out / "weights.pt", map_location="cpu")
     assert all(torch.equal(one[name], two[name]) for name in one)
-
-    for shard in checkpoint.glob("gru_state*"):
-        shard.unlink()  # without GRU's state the EMA restarts from zero
-    restarted = run_worker(
-        tmp_path / "restarted", 2, *options, f"--resume-from={checkpoint}"
-    )
-    assert restarted[0]["history"] != whole[0]["history"][2:]
+    (restarted, *_), _ = done["restarted"]
+    assert restarted["history"] != whole["history"][2:]

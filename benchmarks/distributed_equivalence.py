@@ -5,7 +5,8 @@
 
 Runs the toy trainers of ``tests/ddp_worker.py`` (a 2-layer Llama, plain SGD, 4
 optimizer steps, the same global batches everywhere): 1 process with 2× the
-gradient accumulation, then 2 processes under plain DDP and DeepSpeed ZeRO-1/2/3,
+gradient accumulation, then 2 processes under plain DDP and DeepSpeed ZeRO-1/2/3
+(ZeRO-1/2 also with the optimizer offloaded to the CPU),
 on both of GRU's paths. Prints and writes ``distributed_equivalence.md``: the largest
 relative difference of a final weight, of a step's coefficient, whether both ranks
 applied the same coefficients, and GRU's EMA per rank against the trainable size.
@@ -27,7 +28,11 @@ PATHS = {
     "fast path (GradDiff)": (["--method=GradDiff"], 2),
     "extra pass (GradAscent)": (["--method=GradAscent", "--no-fast-path"], 4),
 }
-ENGINES = {"DDP": [], **{f"ZeRO-{s}": [f"--zero-stage={s}"] for s in (1, 2, 3)}}
+ENGINES = {
+    "DDP": [],
+    **{f"ZeRO-{s}": [f"--zero-stage={s}"] for s in (1, 2, 3)},
+    **{f"ZeRO-{s}-offload": [f"--zero-stage={s}", "--offload"] for s in (1, 2)},
+}
 
 
 def relative_differences(a: list[float], b: list[float]) -> float:

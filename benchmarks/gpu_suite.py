@@ -72,7 +72,14 @@ class Size:
     grad_accum: int = 2
     warmup: int = 2
     steps: int = 4
-    dist_engines: tuple[str, ...] = ("DDP", "ZeRO-1", "ZeRO-2", "ZeRO-3")
+    dist_engines: tuple[str, ...] = (
+        "DDP",
+        "ZeRO-1",
+        "ZeRO-2",
+        "ZeRO-3",
+        "ZeRO-1-offload",
+        "ZeRO-2-offload",
+    )
     dist_paths: tuple[str, ...] = ("fast", "extra")
 
 

@@ -114,6 +114,9 @@ def run_options() -> argparse.ArgumentParser:
     parser.add_argument("--no-fast-path", action="store_true")
     parser.add_argument("--project", choices=("all", "forget"), default="all")
     parser.add_argument("--zero-stage", type=int, choices=(1, 2, 3))
+    parser.add_argument(
+        "--offload", action="store_true", help="the optimizer on the CPU (ZeRO)"
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--save-steps", type=int, help="checkpoint every N steps")
     parser.add_argument("--resume-from", help="a checkpoint folder to resume from")
@@ -132,7 +135,7 @@ def train(options: argparse.Namespace) -> None:
         os.environ["LOCAL_RANK"] = "0"
         backend = "gloo"
     if options.zero_stage:
-        engine = {"deepspeed": deepspeed_config(options.zero_stage)}
+        engine = {"deepspeed": deepspeed_config(options.zero_stage, options.offload)}
         engine |= {"ddp_backend": backend} if shared_gpu else {}
     else:
         engine = {"use_cpu": cpu, "ddp_backend": backend}
@@ -171,6 +174,7 @@ def train(options: argparse.Namespace) -> None:
         "world_size": trainer.args.world_size,
         "engine": trainer.accelerator.distributed_type.value,
         "fast_path": trainer.gru_fast_path,
+        "offload": getattr(trainer.optimizer.optimizer, "cpu_offload", False),
         "history": history,
         # GRU's persistent memory on this rank, and the model's trainable size.
         "ema_elements": sum(b.numel() for b in trainer.gru_reference.buffers),
@@ -198,9 +202,13 @@ def forget_engine_state() -> None:
     os.environ.pop("ACCELERATE_USE_DEEPSPEED", None)
 
 
-def deepspeed_config(stage: int) -> dict:
-    """The host's accelerate DeepSpeed style: everything "auto" from the Trainer."""
-    return {
+def deepspeed_config(stage: int, offload: bool) -> dict:
+    """The host's accelerate DeepSpeed style: everything "auto" from the Trainer.
+
+    Offload keeps the Trainer's optimizer (DeepSpeed's CPU Adam would be compiled
+    first): DeepSpeed steps it on the fp32 partition on the CPU.
+    """
+    config = {
         "train_micro_batch_size_per_gpu": "auto",
         "train_batch_size": "auto",
         "gradient_accumulation_steps": "auto",
@@ -208,6 +216,10 @@ def deepspeed_config(stage: int) -> dict:
         "zero_optimization": {"stage": stage},
         "zero_allow_untested_optimizer": True,
     }
+    if offload:
+        config["zero_optimization"]["offload_optimizer"] = {"device": "cpu"}
+        config["zero_force_ds_cpu_optimizer"] = False
+    return config
 
 
 def gathered(model: torch.nn.Module, sharded: bool):

@@ -22,9 +22,18 @@ PATHS = [
     ("GradAscent", False, "all", (4, 2)),  # an extra reference pass, accumulated
     ("GradDiff", True, "forget", (4, 2)),  # the retain term held back, accumulated
 ]
-ENGINES = {"ddp": [], **{f"zero{s}": [f"--zero-stage={s}"] for s in (1, 2, 3)}}
-RESUMED = ["--zero-stage=3", "--grad-accum=2", "--method=GradAscent", "--no-fast-path"]
-"""ZeRO-3 with the extra reference pass, checkpointed at step 2 of 4."""
+ENGINES = {
+    "ddp": [],
+    **{f"zero{s}": [f"--zero-stage={s}"] for s in (1, 2, 3)},
+    # The optimizer offloaded to the CPU: GRU works on DeepSpeed's fp32 partition.
+    **{f"zero{s}-offload": [f"--zero-stage={s}", "--offload"] for s in (1, 2)},
+}
+RESUMED = {
+    engine: ["--grad-accum=2", "--method=GradAscent", "--no-fast-path", *flags]
+    for engine, flags in ENGINES.items()
+    if engine in ("zero3", "zero2-offload")
+}
+"""With the extra reference pass, checkpointed at step 2 of 4: each rank's EMA."""
 
 
 def launch_runs(processes: int, runs: dict) -> dict:
@@ -49,7 +58,14 @@ def uninterrupted(tmp_path_factory) -> dict:
         for engine, flags in ENGINES.items():
             run = [f"--grad-accum={two_gas}", *options, *flags]
             two[path, engine] = root / f"two-{path}-{engine}", run
-    two["checkpointed"] = root / "checkpointed", [*RESUMED, "--save-steps=2"]
+    for engine, options in RESUMED.items():
+        two["checkpointed", engine] = (
+            root / f"checkpointed-{engine}",
+            [
+                *options,
+                "--save-steps=2",
+            ],
+        )
     return launch_runs(1, one) | launch_runs(2, two)
 
 
@@ -66,6 +82,8 @@ def test_two_ranks_equal_one_rank(
     expected = {"cpu": "MULTI_CPU", "cuda": "MULTI_GPU"}[DEVICE]
     expected = expected if engine == "ddp" else "DEEPSPEED"
     assert [r["engine"] for r in ranks] == [expected, expected]
+    offload = engine.endswith("offload")
+    assert [r["offload"] for r in ranks] == [offload, offload]
     assert [r["fast_path"] for r in ranks] == [fast_path, fast_path]
     # The reference EMA is as sharded as the engine's gradient: whole under DDP,
     # each rank's half (plus ZeRO-3's padding of odd sizes) under ZeRO-1/2/3.
@@ -115,24 +133,39 @@ def test_a_deepspeed_engine_without_zero_is_refused():
         ZeroGradients(trainer)
 
 
-def test_zero3_resume_restores_each_ranks_ema_shard(uninterrupted, tmp_path):
-    """Resumed at step 2 of 4 under ZeRO-3 == uninterrupted, bit for bit."""
-    (whole, *_), whole_out = uninterrupted["checkpointed"]
+@pytest.fixture(scope="module")
+def resumed(uninterrupted, tmp_path_factory) -> dict:
+    """Each checkpointed run resumed from step 2, with and without GRU's state."""
+    root = tmp_path_factory.mktemp("resumed")
+    runs = {}
+    for engine, options in RESUMED.items():
+        _, out = uninterrupted["checkpointed", engine]
+        checkpoint = out / "trainer" / "checkpoint-2"
+        stateless = root / f"stateless-{engine}"  # without GRU's state: r = 0
+        shutil.copytree(checkpoint, stateless, ignore=shutil.ignore_patterns("gru*"))
+        for state, folder in (("with", checkpoint), ("without", stateless)):
+            runs[engine, state] = (
+                root / f"{engine}-{state}",
+                [
+                    *options,
+                    f"--resume-from={folder}",
+                ],
+            )
+    return launch_runs(2, runs)
+
+
+@pytest.mark.parametrize("engine", RESUMED)
+def test_resume_restores_each_ranks_ema_shard(uninterrupted, resumed, engine):
+    """Resumed at step 2 of 4 == uninterrupted, bit for bit."""
+    (whole, *_), whole_out = uninterrupted["checkpointed", engine]
     checkpoint = whole_out / "trainer" / "checkpoint-2"
     shards = sorted(path.name for path in checkpoint.glob("gru_state*"))
     assert shards == ["gru_state.rank0.safetensors", "gru_state.rank1.safetensors"]
-    stateless = tmp_path / "checkpoint-2"  # without GRU's state: r restarts at 0
-    shutil.copytree(checkpoint, stateless, ignore=shutil.ignore_patterns("gru_state*"))
 
-    runs = {
-        "resumed": (tmp_path / "resumed", [*RESUMED, f"--resume-from={checkpoint}"]),
-        "restarted": (tmp_path / "restarted", [*RESUMED, f"--resume-from={stateless}"]),
-    }
-    done = launch_runs(2, runs)
-    (resumed, *_), resumed_out = done["resumed"]
-    assert resumed["history"] == whole["history"][2:]
+    (again, *_), again_out = resumed[engine, "with"]
+    assert again["history"] == whole["history"][2:]
     one = torch.load(whole_out / "weights.pt", map_location="cpu")
-    two = torch.load(resumed_out / "weights.pt", map_location="cpu")
+    two = torch.load(again_out / "weights.pt", map_location="cpu")
     assert all(torch.equal(one[name], two[name]) for name in one)
-    (restarted, *_), _ = done["restarted"]
+    (restarted, *_), _ = resumed[engine, "without"]
     assert restarted["history"] != whole["history"][2:]

@@ -66,14 +66,18 @@ class ZeroGradients:
                 "the DeepSpeed config (ZeRO-1 with the default data_types), or set "
                 "gru.enabled=false"
             )
-        if getattr(optimizer, "cpu_offload", False) or getattr(
-            optimizer, "offload_optimizer", False
-        ):
+        # ZeRO-1/2 call it cpu_offload, ZeRO-3 offload_optimizer.
+        self.offload = bool(getattr(optimizer, "cpu_offload", False))
+        if getattr(optimizer, "offload_optimizer", False):
             raise ValueError(
-                "GRU does not support DeepSpeed's optimizer offload yet: remove "
-                "zero_optimization.offload_optimizer from the DeepSpeed config, or "
-                "set gru.enabled=false"
+                "GRU does not support DeepSpeed ZeRO-3's optimizer offload yet: "
+                "remove zero_optimization.offload_optimizer from the DeepSpeed "
+                "config, offload under ZeRO-2 instead, or set gru.enabled=false"
             )
+        if self.offload:
+            # Each backward is reduced as at a boundary (above); DeepSpeed's own
+            # accumulation across micro-steps on the CPU would add it twice.
+            optimizer.gradient_accumulation_steps = 1
         self.engine = engine
         self.optimizer = optimizer
         self.device = trainer.args.device
@@ -92,6 +96,8 @@ class ZeroGradients:
                 (p.ds_tensor.shape, torch.float32, p.ds_tensor.device)
                 for p in self.params
             ]
+        if self.offload:  # the fp32 gradient partition on the CPU, there from the start
+            return [(piece.shape, piece.dtype, piece.device) for piece in self.read()]
         dtype = self.optimizer.gradient_accumulation_dtype
         return [
             (
@@ -156,8 +162,9 @@ class ZeroGradients:
         return held
 
     def _partition_allocated(self) -> bool:
-        """ZeRO-1/2: the partition exists only after the step's first reduction."""
-        return all(
+        """ZeRO-1/2: the partition exists only after the step's first reduction
+        (with offload always: ``end_micro_batch`` zeroes it after each step)."""
+        return self.offload or all(
             p._hp_mapping.gradient_dict.get(p._hp_mapping.param_group_index) is not None
             for p in self.params
         )
@@ -211,8 +218,22 @@ class ZeroGradients:
         return self.engine.is_gradient_accumulation_boundary()
 
     def end_micro_batch(self) -> None:
-        """The engine's step, held back from accelerate's backward (see above)."""
+        """The engine's step, held back from accelerate's backward (see above).
+
+        With offload, DeepSpeed computed each parameter's gradient norm for clipping
+        as it copied the last backward into the partition; the norms are taken again
+        from what GRU leaves there, and the partition, which DeepSpeed overwrites
+        rather than clears, is zeroed after the step.
+        """
+        stepping = self.offload and self.at_boundary()
+        if stepping:
+            norms = self.optimizer.norm_for_param_grads
+            for param, piece in zip(self.params, self.read(), strict=True):
+                norm = torch.linalg.vector_norm(piece, dtype=torch.float64)
+                norms[self.optimizer.get_param_id(param)] = norm
         self.engine.step()
+        if stepping:
+            torch._foreach_zero_(self.read())
 
     def rectify(
         self,

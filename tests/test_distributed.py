@@ -118,19 +118,30 @@ def test_fsdp_is_refused(monkeypatch, tmp_path):
         make_trainer(4, 1, 1, GRUSettings(), tmp_path)
 
 
-def test_a_deepspeed_engine_without_zero_is_refused():
+def zero_gradients_for(optimizer):
+    """GRU's ZeRO engine on a stand-in trainer whose DeepSpeed runs ``optimizer``."""
     from types import SimpleNamespace
 
     from gru_plugin.engines.zero import ZeroGradients
 
+    wrapper = SimpleNamespace(engine=SimpleNamespace(optimizer=optimizer))
+    accelerator = SimpleNamespace(deepspeed_engine_wrapped=wrapper)
+    return ZeroGradients(SimpleNamespace(accelerator=accelerator))
+
+
+def test_a_deepspeed_engine_without_zero_is_refused():
     plain = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
-    engine = SimpleNamespace(optimizer=plain)
-    wrapper = SimpleNamespace(engine=engine)
-    trainer = SimpleNamespace(
-        accelerator=SimpleNamespace(deepspeed_engine_wrapped=wrapper)
-    )
     with pytest.raises(ValueError, match="zero_optimization.stage to 1, 2 or 3"):
-        ZeroGradients(trainer)
+        zero_gradients_for(plain)
+
+
+def test_zero3_optimizer_offload_is_refused():
+    from deepspeed.runtime.zero.stage3 import DeepSpeedZeroOptimizer_Stage3
+
+    optimizer = object.__new__(DeepSpeedZeroOptimizer_Stage3)
+    optimizer.fp16_groups, optimizer.offload_optimizer = [], True
+    with pytest.raises(ValueError, match="remove zero_optimization.offload_optimizer"):
+        zero_gradients_for(optimizer)
 
 
 @pytest.fixture(scope="module")

@@ -74,6 +74,18 @@ class ZeroGradients:
                 "remove zero_optimization.offload_optimizer from the DeepSpeed "
                 "config, offload under ZeRO-2 instead, or set gru.enabled=false"
             )
+        if self.offload and hasattr(optimizer, "_use_compact_grad_partition_buffer"):
+            import deepspeed
+
+            raise ValueError(
+                "GRU supports DeepSpeed's optimizer offload under ZeRO-1/2 as "
+                "DeepSpeed 0.15 (the host's pin) runs it; DeepSpeed "
+                f"{deepspeed.__version__} reworked that path (compact gradient "
+                "partitions, its own accumulation by micro-step), which GRU does not "
+                "map yet: pip install deepspeed==0.15.4, remove "
+                "zero_optimization.offload_optimizer from the DeepSpeed config, or "
+                "set gru.enabled=false"
+            )
         if self.offload:
             # Each backward is reduced as at a boundary (above); DeepSpeed's own
             # accumulation across micro-steps on the CPU would add it twice.

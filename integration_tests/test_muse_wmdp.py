@@ -46,6 +46,7 @@ def gru_rows(run_dir: Path) -> list[dict]:
     return [entry for entry in state["log_history"] if "gru/fired" in entry]
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize(
     "benchmark, split, method",
     [("muse", "News", "NPO"), ("wmdp", "cyber", "RMU")],
@@ -66,6 +67,7 @@ def test_base_and_gru_train_with_one_rectification_per_step(
     assert (EXTRA_PASS in log.read_text()) == (method == "RMU")
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("label", ["RMU", "RMU_GRU"])
 def test_wmdp_evaluates_during_training_as_its_recipe_does(smoke, label):
     """``eval_strategy: steps`` every half run, here with the MUSE-News eval (the
@@ -84,6 +86,7 @@ def test_wmdp_evaluates_during_training_as_its_recipe_does(smoke, label):
         assert len(gru_rows(run_dir)) == STEPS
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("label", ["RMU", "RMU_GRU"])
 def test_wmdp_rmu_trains_only_the_recipes_parameters(smoke, label):
     """The WMDP recipe's trainable_params_regex (moved to the tiny model's layers
@@ -95,6 +98,7 @@ def test_wmdp_rmu_trains_only_the_recipes_parameters(smoke, label):
     assert changed == {f"model.layers.{i}.mlp.down_proj.weight" for i in (0, 1)}
 
 
+@pytest.mark.pipeline
 def test_every_model_has_the_hosts_muse_eval_and_the_report_its_table(smoke):
     summaries = sorted((smoke / "evals").rglob("MUSE_SUMMARY.json"))
     labels = {str(path.parent.relative_to(smoke / "evals")) for path in summaries}

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from host_runs import HOST, REPO, TOFU
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -35,6 +36,7 @@ def pipeline_command(out: Path, *options: str) -> list[str]:
     ]
 
 
+@pytest.mark.pipeline
 def test_smoke_pipeline_trains_evaluates_and_reports(tmp_path) -> None:
     out = tmp_path / "smoke"
     command = pipeline_command(out, "--preset=smoke")
@@ -98,6 +100,7 @@ Pipeline(host, data, out, scale).run(jobs=2)
 """
 
 
+@pytest.mark.pipeline
 def test_quick_preset_measure_at_toy_size(tmp_path) -> None:
     """The README's main job, shrunk: no retain model, no host eval, NLL table."""
     out = tmp_path / "quick"

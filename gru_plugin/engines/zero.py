@@ -15,6 +15,12 @@ the partition rather than add. So under ZeRO-1/2 each backward is reduced as at 
 boundary into a zeroed partition, and what the partition held is added back: the
 same sum whichever way a DeepSpeed version reduces (one transient partition copy).
 
+With the optimizer offloaded (ZeRO-1/2, ``offload_optimizer.device: cpu``), the
+partition is DeepSpeed's fp32 gradient partition on the CPU, into which each
+reduction copies; DeepSpeed takes the per-parameter norms it clips with during that
+copy, so they are taken again after GRU (``end_micro_batch``). ZeRO-3's offload
+keeps its accumulation where the public API cannot reach: refused.
+
 accelerate's wrapper runs ``engine.backward`` and then, at the boundary,
 ``engine.step``, which clips and steps; GRU must act between the two, so the
 wrapper's backward is bound to ``ZeroGradients.backward`` and ``end_micro_batch``

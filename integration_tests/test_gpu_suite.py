@@ -12,9 +12,12 @@ import sys
 import pytest
 from host_runs import HOST, REPO, TOFU, host_missing_reason
 
-pytestmark = pytest.mark.skipif(
-    host_missing_reason() is not None, reason=str(host_missing_reason())
-)
+pytestmark = [
+    pytest.mark.skipif(
+        host_missing_reason() is not None, reason=str(host_missing_reason())
+    ),
+    pytest.mark.pipeline,
+]
 
 
 @pytest.fixture(scope="module")

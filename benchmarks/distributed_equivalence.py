@@ -22,16 +22,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from ddp_worker import launch, max_weight_difference  # noqa: E402
+from ddp_worker import ENGINES, launch, max_weight_difference  # noqa: E402
 
 PATHS = {
     "fast path (GradDiff)": (["--method=GradDiff"], 2),
     "extra pass (GradAscent)": (["--method=GradAscent", "--no-fast-path"], 4),
-}
-ENGINES = {
-    "DDP": [],
-    **{f"ZeRO-{s}": [f"--zero-stage={s}"] for s in (1, 2, 3)},
-    **{f"ZeRO-{s}-offload": [f"--zero-stage={s}", "--offload"] for s in (1, 2)},
 }
 
 

@@ -47,6 +47,13 @@ from gru_plugin.testing import deepspeed_shm_cleanup, run_processes
 from gru_plugin.trainer import gru_trainer_class
 
 BASES = {"GradAscent": GradientAscent, "GradDiff": GradDiff}
+ENGINES = {
+    "DDP": [],
+    **{f"ZeRO-{s}": [f"--zero-stage={s}"] for s in (1, 2, 3)},
+    # The optimizer offloaded to the CPU: GRU works on DeepSpeed's fp32 partition.
+    **{f"ZeRO-{s}-offload": [f"--zero-stage={s}", "--offload"] for s in (1, 2)},
+}
+"""The engines a run can ask for, by name: this worker's options for each."""
 
 Run = tuple[Path, Sequence[str]]
 """One run: its output folder and its options (all but ``--out``)."""

@@ -13,7 +13,7 @@ import shutil
 import pytest
 import torch
 from accelerate.utils import DistributedType
-from ddp_worker import launch, max_weight_difference
+from ddp_worker import ENGINES, launch, max_weight_difference
 from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer
 
 DEVICE = os.environ.get("GRU_TEST_DEVICE", "cpu")
@@ -25,12 +25,6 @@ PATHS = [
     ("GradAscent", False, "all", (4, 2)),  # an extra reference pass, accumulated
     ("GradDiff", True, "forget", (4, 2)),  # the retain term held back, accumulated
 ]
-ENGINES = {
-    "ddp": [],
-    **{f"zero{s}": [f"--zero-stage={s}"] for s in (1, 2, 3)},
-    # The optimizer offloaded to the CPU: GRU works on DeepSpeed's fp32 partition.
-    **{f"zero{s}-offload": [f"--zero-stage={s}", "--offload"] for s in (1, 2)},
-}
 RUN_ENGINES = {
     engine: flags
     for engine, flags in ENGINES.items()
@@ -39,7 +33,7 @@ RUN_ENGINES = {
 RESUMED = {
     engine: ["--grad-accum=2", "--method=GradAscent", "--no-fast-path", *flags]
     for engine, flags in RUN_ENGINES.items()
-    if engine in ("zero3", "zero2-offload")
+    if engine in ("ZeRO-3", "ZeRO-2-offload")
 }
 """With the extra reference pass, checkpointed at step 2 of 4: each rank's EMA."""
 
@@ -67,13 +61,8 @@ def uninterrupted(tmp_path_factory) -> dict:
             run = [f"--grad-accum={two_gas}", *options, *flags]
             two[path, engine] = root / f"two-{path}-{engine}", run
     for engine, options in RESUMED.items():
-        two["checkpointed", engine] = (
-            root / f"checkpointed-{engine}",
-            [
-                *options,
-                "--save-steps=2",
-            ],
-        )
+        run = [*options, "--save-steps=2"]
+        two["checkpointed", engine] = root / f"checkpointed-{engine}", run
     return launch_runs(1, one) | launch_runs(2, two)
 
 
@@ -90,7 +79,7 @@ def test_two_ranks_equal_one_rank(
 
     assert single["world_size"] == 1 and single["fast_path"] is fast_path
     expected = {"cpu": "MULTI_CPU", "cuda": "MULTI_GPU"}[DEVICE]
-    expected = expected if engine == "ddp" else "DEEPSPEED"
+    expected = expected if engine == "DDP" else "DEEPSPEED"
     assert [r["engine"] for r in ranks] == [expected, expected]
     offload = engine.endswith("offload")
     assert [r["offload"] for r in ranks] == [offload, offload]
@@ -102,7 +91,7 @@ def test_two_ranks_equal_one_rank(
     assert [r["held_elements"] for r in ranks] == (
         ema if project == "forget" else [0, 0]
     )
-    if engine == "ddp":
+    if engine == "DDP":
         assert ema == [total, total]
     else:
         assert sum(ema) >= total and max(ema) <= total // 2 + 64

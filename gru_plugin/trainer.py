@@ -122,6 +122,7 @@ class GRUTrainerMixin:
         if not self.gru_settings.enabled:
             return super().training_step(model, inputs, *args, **kwargs)
         engine = self._gru_open_step()
+        engine.start_micro_batch()
         step = functools.partial(super().training_step, model, inputs, *args, **kwargs)
         if self.gru_fast_path or self._gru_holds_retain:
             loss, method_retain = self._gru_cut.run(step, type(self).__name__)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -52,6 +53,7 @@ ENGINES = {
     **{f"ZeRO-{s}": [f"--zero-stage={s}"] for s in (1, 2, 3)},
     # The optimizer offloaded to the CPU: GRU works on DeepSpeed's fp32 partition.
     **{f"ZeRO-{s}-offload": [f"--zero-stage={s}", "--offload"] for s in (1, 2)},
+    "FSDP2": ["--fsdp2"],
 }
 """The engines a run can ask for, by name: this worker's options for each."""
 
@@ -124,6 +126,7 @@ def run_options() -> argparse.ArgumentParser:
     parser.add_argument(
         "--offload", action="store_true", help="the optimizer on the CPU (ZeRO)"
     )
+    parser.add_argument("--fsdp2", action="store_true", help="torch's fully_shard")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--save-steps", type=int, help="checkpoint every N steps")
     parser.add_argument("--resume-from", help="a checkpoint folder to resume from")
@@ -144,6 +147,11 @@ def train(options: argparse.Namespace) -> None:
     if options.zero_stage:
         engine = {"deepspeed": deepspeed_config(options.zero_stage, options.offload)}
         engine |= {"ddp_backend": backend} if shared_gpu else {}
+    elif options.fsdp2:
+        engine = {"fsdp": True, "fsdp_config": FSDP2_CONFIG, "ddp_backend": backend}
+        engine |= {"use_cpu": cpu}
+        if cpu:
+            allow_fsdp_on_cpu()
     else:
         engine = {"use_cpu": cpu, "ddp_backend": backend}
     if options.save_steps:
@@ -193,20 +201,24 @@ def train(options: argparse.Namespace) -> None:
     options.out.mkdir(parents=True, exist_ok=True)
     (options.out / f"rank{rank}.json").write_text(json.dumps(record))
     with gathered(trainer.model, options.zero_stage == 3):
-        weights = {k: v.cpu().clone() for k, v in trainer.model.state_dict().items()}
+        weights = {
+            k: whole(v).cpu().clone() for k, v in trainer.model.state_dict().items()
+        }
     if rank == 0:
         torch.save(weights, options.out / "weights.pt")
 
 
 def forget_engine_state() -> None:
     """Let the next run of this process pick its own engine: accelerate keeps the
-    first run's in process-wide state, transformers its DeepSpeed config."""
+    first run's in process-wide state and environment variables, transformers its
+    DeepSpeed config."""
     from accelerate.state import AcceleratorState
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
     AcceleratorState._reset_state(reset_partial_state=True)
     unset_hf_deepspeed_config()
-    os.environ.pop("ACCELERATE_USE_DEEPSPEED", None)
+    for name in ("ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP"):
+        os.environ.pop(name, None)
 
 
 def deepspeed_config(stage: int, offload: bool) -> dict:
@@ -227,6 +239,52 @@ def deepspeed_config(stage: int, offload: bool) -> dict:
         config["zero_optimization"]["offload_optimizer"] = {"device": "cpu"}
         config["zero_force_ds_cpu_optimizer"] = False
     return config
+
+
+FSDP2_CONFIG = {
+    "version": 2,
+    "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"],
+    # Each rank saves its shards (the full state dict is gathered on rank 0 only,
+    # which transformers 5.24's safetensors save then fails on, with or without GRU).
+    "state_dict_type": "SHARDED_STATE_DICT",
+}
+
+
+def allow_fsdp_on_cpu() -> None:
+    """Let accelerate run FSDP on CPU processes (gloo), for these tests only.
+
+    accelerate (1.12 read) turns FSDP on only for accelerator device types and
+    leaves a CPU run ``MULTI_CPU`` with its FSDP plugin unused; everything after
+    that choice (``fully_shard``, the Trainer's FSDP paths, sharded checkpoints)
+    runs on CPU. So the choice is made as accelerate makes it for a GPU.
+    """
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedType
+
+    init = AcceleratorState.__init__
+    if getattr(init, "allows_fsdp_on_cpu", False):
+        return
+
+    @functools.wraps(init)
+    def init_allowing_fsdp(self, *args, fsdp_plugin=None, **kwargs):
+        init(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+        if (
+            fsdp_plugin is not None
+            and self.distributed_type == DistributedType.MULTI_CPU
+        ):
+            self.distributed_type = DistributedType.FSDP
+            self.fsdp_plugin = fsdp_plugin
+            PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+
+    init_allowing_fsdp.allows_fsdp_on_cpu = True
+    AcceleratorState.__init__ = init_allowing_fsdp
+
+
+def whole(tensor: torch.Tensor) -> torch.Tensor:
+    """A weight, gathered from its shards under FSDP2."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
 def gathered(model: torch.nn.Module, sharded: bool):

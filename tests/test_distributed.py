@@ -1,6 +1,7 @@
 """GRU on 2 processes equals GRU on one process with the same global batches.
 
-Under plain DDP and DeepSpeed ZeRO-1, -2 and -3: on CPU by default (gloo, DeepSpeed's
+Under plain DDP, DeepSpeed ZeRO-1, -2 and -3 (and ZeRO-1/2 with the optimizer
+offloaded) and FSDP2 (where accelerate has it): on CPU by default (gloo, DeepSpeed's
 CPU accelerator); ``GRU_TEST_DEVICE=cuda`` runs the same checks on GPUs (NCCL with
 a GPU per process; on a single GPU both processes share it over gloo).
 """
@@ -12,6 +13,7 @@ import shutil
 
 import pytest
 import torch
+from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from ddp_worker import ENGINES, launch, max_weight_difference
 from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer
@@ -19,6 +21,9 @@ from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer
 DEVICE = os.environ.get("GRU_TEST_DEVICE", "cpu")
 OFFLOAD_REWORKED = hasattr(DeepSpeedZeroOptimizer, "_use_compact_grad_partition_buffer")
 """DeepSpeed after 0.15 reworked ZeRO-1/2's offload path; GRU refuses it there."""
+FSDP2 = hasattr(Accelerator, "is_fsdp2")
+"""accelerate >= 1.6 (the transformers 5 job) runs the Trainer with FSDP2; the hosts'
+pin, 0.34.2, has only FSDP1."""
 
 PATHS = [
     ("GradDiff", True, "all", (2, 1)),  # the method's retain backward reused
@@ -29,11 +34,12 @@ RUN_ENGINES = {
     engine: flags
     for engine, flags in ENGINES.items()
     if not (OFFLOAD_REWORKED and "--offload" in flags)
+    and (FSDP2 or "--fsdp2" not in flags)
 }
 RESUMED = {
     engine: ["--grad-accum=2", "--method=GradAscent", "--no-fast-path", *flags]
     for engine, flags in RUN_ENGINES.items()
-    if engine in ("ZeRO-3", "ZeRO-2-offload")
+    if engine in ("ZeRO-3", "ZeRO-2-offload", "FSDP2")
 }
 """With the extra reference pass, checkpointed at step 2 of 4: each rank's EMA."""
 
@@ -72,20 +78,20 @@ def test_two_ranks_equal_one_rank(
     uninterrupted, method, fast_path, project, accumulation, engine
 ):
     if engine not in RUN_ENGINES:
-        pytest.skip(f"DeepSpeed {deepspeed_version()}: offload refused (tested below)")
+        pytest.skip(not_run_because(engine))
     path = f"{method}-{fast_path}-{project}"
     (single,), single_out = uninterrupted[path]
     ranks, out = uninterrupted[path, engine]
 
     assert single["world_size"] == 1 and single["fast_path"] is fast_path
     expected = {"cpu": "MULTI_CPU", "cuda": "MULTI_GPU"}[DEVICE]
-    expected = expected if engine == "DDP" else "DEEPSPEED"
+    expected = {"DDP": expected, "FSDP2": "FSDP"}.get(engine, "DEEPSPEED")
     assert [r["engine"] for r in ranks] == [expected, expected]
     offload = engine.endswith("offload")
     assert [r["offload"] for r in ranks] == [offload, offload]
     assert [r["fast_path"] for r in ranks] == [fast_path, fast_path]
     # The reference EMA is as sharded as the engine's gradient: whole under DDP,
-    # each rank's half (plus ZeRO-3's padding of odd sizes) under ZeRO-1/2/3.
+    # each rank's half (plus ZeRO-3's padding of odd sizes) under ZeRO and FSDP2.
     total = single["trainable_elements"]
     ema = [r["ema_elements"] for r in ranks]
     assert [r["held_elements"] for r in ranks] == (
@@ -105,15 +111,21 @@ def test_two_ranks_equal_one_rank(
     assert max_weight_difference(single_out, out) <= 1e-5
 
 
-def test_fsdp_is_refused(monkeypatch, tmp_path):
-    from accelerate import Accelerator
+def not_run_because(engine: str) -> str:
+    if "--fsdp2" in ENGINES[engine]:
+        return f"accelerate {accelerate_version()} has no FSDP2 (>= 1.6 has)"
+    return f"DeepSpeed {deepspeed_version()}: offload refused (tested below)"
+
+
+def test_fsdp1_is_refused(monkeypatch, tmp_path):
     from test_trainer import make_trainer
 
     from gru_plugin.settings import GRUSettings
 
     engine = DistributedType.FSDP
     monkeypatch.setattr(Accelerator, "distributed_type", property(lambda _: engine))
-    with pytest.raises(ValueError, match="GRU does not support FSDP yet"):
+    monkeypatch.setattr(Accelerator, "is_fsdp2", False, raising=False)
+    with pytest.raises(ValueError, match="FSDP1 flattens .* use FSDP2"):
         make_trainer(4, 1, 1, GRUSettings(), tmp_path)
 
 
@@ -140,6 +152,12 @@ def test_offload_on_a_reworked_deepspeed_is_refused():
     optimizer.bit16_groups, optimizer.cpu_offload = [], True
     with pytest.raises(ValueError, match="pip install deepspeed==0.15.4"):
         zero_gradients_for(optimizer)
+
+
+def accelerate_version() -> str:
+    import accelerate
+
+    return accelerate.__version__
 
 
 def deepspeed_version() -> str:

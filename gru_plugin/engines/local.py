@@ -52,6 +52,9 @@ class LocalGradients:
     def layout(self) -> Layout:
         return [(p.shape, p.dtype, p.device) for p in self.params]
 
+    def start_micro_batch(self) -> None:
+        """Nothing: DDP averages the method's accumulated g at the boundary."""
+
     def reference_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """The bare module, not DDP's wrapper (see the module docstring)."""
         return self.model

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 
 import torch
 
+from gru_plugin.engines.sharded import per_rank_state_file, sum_over_ranks
 from gru_plugin.rectify import Coefficient, RectifyStats, rectify_
 from gru_plugin.reference import FlatBuffers, Layout, ReferenceEMA
 
@@ -45,10 +46,7 @@ class ZeroGradients:
     def handles(trainer) -> bool:
         return trainer.is_deepspeed_enabled
 
-    @staticmethod
-    def state_file(trainer) -> str:
-        """Each rank keeps its shard of r."""
-        return f"gru_state.rank{trainer.args.process_index}.safetensors"
+    state_file = staticmethod(per_rank_state_file)
 
     def __init__(self, trainer) -> None:
         from deepspeed.runtime.zero.stage3 import DeepSpeedZeroOptimizer_Stage3
@@ -197,6 +195,9 @@ class ZeroGradients:
         finally:
             self.engine.set_gradient_accumulation_boundary(self._boundary_hint)
 
+    def start_micro_batch(self) -> None:
+        """Nothing: ``backward`` reduces every backward already."""
+
     def reference_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """The engine, so that the reference backward lands in the partition."""
         return model
@@ -268,14 +269,3 @@ class ZeroGradients:
         if stats.fired or retain_part is not None:
             self.write(pieces)
         return stats
-
-
-def sum_over_ranks(sums: tuple[float, ...], device: torch.device) -> tuple[float, ...]:
-    """Add each rank's partial sums: one collective of a few scalars."""
-    import torch.distributed as dist
-
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return sums
-    totals = torch.tensor(sums, dtype=torch.float64, device=device)
-    dist.all_reduce(totals)
-    return tuple(totals.tolist())

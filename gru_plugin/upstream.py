@@ -1,7 +1,7 @@
 """``gru-plugin upstream --out DIR``: GRU as the files of a pull request to the host.
 
 The host's trainer module is assembled from this package's own modules (the math,
-the strategies, the settings, the DeepSpeed partition access and the Trainer mixin),
+the strategies, the settings, the engines' gradient access and the Trainer mixin),
 with the pluggy layer replaced by a fixed table of the built-in strategies, and one
 registered ``<M>_GRU`` class per method. Written into a host checkout,
 ``src/trainer/__init__.py`` also gets the import and the registrations; anywhere
@@ -31,7 +31,7 @@ from gru_plugin import (
     strategies,
     trainer,
 )
-from gru_plugin.engines import local, zero
+from gru_plugin.engines import fsdp, local, sharded, zero
 
 SOURCES = (
     rectify,
@@ -41,7 +41,9 @@ SOURCES = (
     reference,
     steplog,
     local,
+    sharded,
     zero,
+    fsdp,
     engines,
     fastpath,
     trainer,

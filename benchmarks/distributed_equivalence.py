@@ -5,11 +5,12 @@
 
 Runs the toy trainers of ``tests/ddp_worker.py`` (a 2-layer Llama, plain SGD, 4
 optimizer steps, the same global batches everywhere): 1 process with 2× the
-gradient accumulation, then 2 processes under plain DDP and DeepSpeed ZeRO-1/2/3
-(ZeRO-1/2 also with the optimizer offloaded to the CPU),
-on both of GRU's paths. Prints and writes ``distributed_equivalence.md``: the largest
-relative difference of a final weight, of a step's coefficient, whether both ranks
-applied the same coefficients, and GRU's EMA per rank against the trainable size.
+gradient accumulation, then 2 processes under plain DDP, DeepSpeed ZeRO-1/2/3
+(ZeRO-1/2 also with the optimizer offloaded to the CPU) and FSDP2, on both of GRU's
+paths; an engine this environment cannot run gets a row saying why. Prints and
+writes ``distributed_equivalence.md``: the largest relative difference of a final
+weight, of a step's coefficient, whether both ranks applied the same coefficients,
+and GRU's EMA per rank against the trainable size.
 On CUDA with fewer GPUs than ranks, both ranks share ``cuda:0`` over gloo.
 ``--engines`` and ``--paths`` pick a subset (the GPU suite's CPU smoke).
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from ddp_worker import ENGINES, launch, max_weight_difference  # noqa: E402
+from ddp_worker import ENGINES, launch, max_weight_difference, why_not  # noqa: E402
 
 PATHS = {
     "fast path (GradDiff)": (["--method=GradDiff"], 2),
@@ -62,11 +63,13 @@ def main() -> None:
     paths = {
         path: run for path, run in PATHS.items() if path.split()[0] in options.paths
     }
+    skipped = {engine: why_not(engine, options.device) for engine in options.engines}
+    skipped = {engine: why for engine, why in skipped.items() if why}
     one, two = {}, {}
     for path, (method, accumulation) in paths.items():
         folder = options.out / path.split()[0]
         one[path] = folder / "one", [f"--grad-accum={accumulation}", *method]
-        for engine in options.engines:
+        for engine in [e for e in options.engines if e not in skipped]:
             flags = [f"--grad-accum={accumulation // 2}", *method, *ENGINES[engine]]
             two[path, engine] = folder / engine, flags
     # One launch per process count: starting the processes costs more than a run.
@@ -78,6 +81,8 @@ def main() -> None:
         comparison = compare(one[path][0], out, single, ranks[path, engine])
         rows.append([engine, path, *comparison])
         print(" | ".join(rows[-1]), flush=True)
+    for engine, why in skipped.items():
+        rows.append([engine, "–", f"not run: {why}", "–", "–", "–"])
     header = [
         "engine",
         "GRU path",

@@ -57,6 +57,27 @@ ENGINES = {
 }
 """The engines a run can ask for, by name: this worker's options for each."""
 
+
+def why_not(engine: str, device: str = "cpu") -> str | None:
+    """Why this environment cannot run ``engine`` on 2 ranks (None: it can)."""
+    flags = ENGINES[engine]
+    if "--offload" in flags:
+        import deepspeed
+        from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer
+
+        if hasattr(DeepSpeedZeroOptimizer, "_use_compact_grad_partition_buffer"):
+            # DeepSpeed after 0.15 reworked ZeRO-1/2's offload path; GRU refuses it.
+            return f"DeepSpeed {deepspeed.__version__}: offload refused"
+    if "--fsdp2" in flags:
+        import accelerate
+
+        if not hasattr(accelerate.Accelerator, "is_fsdp2"):
+            return f"accelerate {accelerate.__version__} has no FSDP2 (>= 1.6 has)"
+        if device == "cuda" and torch.cuda.device_count() < 2:
+            return "FSDP2 with 2 ranks needs 2 GPUs here (NCCL)"
+    return None
+
+
 Run = tuple[Path, Sequence[str]]
 """One run: its output folder and its options (all but ``--out``)."""
 K = TypeVar("K")

@@ -15,27 +15,20 @@ import pytest
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
-from ddp_worker import ENGINES, launch, max_weight_difference
+from ddp_worker import ENGINES, launch, max_weight_difference, why_not
 from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer
 
 DEVICE = os.environ.get("GRU_TEST_DEVICE", "cpu")
-OFFLOAD_REWORKED = hasattr(DeepSpeedZeroOptimizer, "_use_compact_grad_partition_buffer")
-"""DeepSpeed after 0.15 reworked ZeRO-1/2's offload path; GRU refuses it there."""
-FSDP2 = hasattr(Accelerator, "is_fsdp2")
-"""accelerate >= 1.6 (the transformers 5 job) runs the Trainer with FSDP2; the hosts'
-pin, 0.34.2, has only FSDP1."""
-
 PATHS = [
     ("GradDiff", True, "all", (2, 1)),  # the method's retain backward reused
     ("GradAscent", False, "all", (4, 2)),  # an extra reference pass, accumulated
     ("GradDiff", True, "forget", (4, 2)),  # the retain term held back, accumulated
 ]
 RUN_ENGINES = {
-    engine: flags
-    for engine, flags in ENGINES.items()
-    if not (OFFLOAD_REWORKED and "--offload" in flags)
-    and (FSDP2 or "--fsdp2" not in flags)
+    engine: flags for engine, flags in ENGINES.items() if not why_not(engine, DEVICE)
 }
+"""Offload needs DeepSpeed 0.15 (GRU refuses later ones: tested below), FSDP2
+accelerate >= 1.6 (the transformers 5 job; the hosts pin 0.34.2)."""
 RESUMED = {
     engine: ["--grad-accum=2", "--method=GradAscent", "--no-fast-path", *flags]
     for engine, flags in RUN_ENGINES.items()
@@ -78,7 +71,7 @@ def test_two_ranks_equal_one_rank(
     uninterrupted, method, fast_path, project, accumulation, engine
 ):
     if engine not in RUN_ENGINES:
-        pytest.skip(not_run_because(engine))
+        pytest.skip(why_not(engine, DEVICE))
     path = f"{method}-{fast_path}-{project}"
     (single,), single_out = uninterrupted[path]
     ranks, out = uninterrupted[path, engine]
@@ -111,12 +104,6 @@ def test_two_ranks_equal_one_rank(
     assert max_weight_difference(single_out, out) <= 1e-5
 
 
-def not_run_because(engine: str) -> str:
-    if "--fsdp2" in ENGINES[engine]:
-        return f"accelerate {accelerate_version()} has no FSDP2 (>= 1.6 has)"
-    return f"DeepSpeed {deepspeed_version()}: offload refused (tested below)"
-
-
 def test_fsdp1_is_refused(monkeypatch, tmp_path):
     from test_trainer import make_trainer
 
@@ -146,24 +133,14 @@ def test_a_deepspeed_engine_without_zero_is_refused():
         zero_gradients_for(plain)
 
 
-@pytest.mark.skipif(not OFFLOAD_REWORKED, reason="this DeepSpeed's offload is mapped")
+@pytest.mark.skipif(
+    not why_not("ZeRO-2-offload"), reason="this DeepSpeed's offload is mapped"
+)
 def test_offload_on_a_reworked_deepspeed_is_refused():
     optimizer = object.__new__(DeepSpeedZeroOptimizer)
     optimizer.bit16_groups, optimizer.cpu_offload = [], True
     with pytest.raises(ValueError, match="pip install deepspeed==0.15.4"):
         zero_gradients_for(optimizer)
-
-
-def accelerate_version() -> str:
-    import accelerate
-
-    return accelerate.__version__
-
-
-def deepspeed_version() -> str:
-    import deepspeed
-
-    return deepspeed.__version__
 
 
 def test_zero3_optimizer_offload_is_refused():

@@ -148,6 +148,7 @@ class GRUTrainerMixin:
         step's first micro-batch the EMA decays: r ← (1−γ)·r."""
         if self._gru_engine is None:
             engine = self._gru_engine = self._gru_engine_class(self)
+            logger.info("GRU rectifies %s", engine)
             names = parameter_names(self.model, engine.params)
             self.gru_reference = ReferenceEMA(engine.layout(), names)
             if self._gru_holds_retain:

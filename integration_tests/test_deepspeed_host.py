@@ -1,5 +1,7 @@
 """The host's own multi-GPU recipe with ``+gru``: ``accelerate launch`` with its
-``configs/accelerate`` DeepSpeed ZeRO-3 config (bf16), 2 CPU processes.
+``configs/accelerate`` DeepSpeed ZeRO-3 config (bf16), 2 CPU processes; and the same
+config with the optimizer offloaded to the CPU, as its users set it
+(``offload_optimizer.device: cpu``; the host ships ``none``).
 
 Exactness against one process is tested on a toy trainer in tests/test_distributed.py
 (the host draws each rank's retain rows at random). Here: the host's trainers train
@@ -10,6 +12,7 @@ left, not the one it found.
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -20,7 +23,7 @@ from gru_plugin.testing import deepspeed_shm_cleanup
 ACCELERATE_CONFIG = """\
 compute_environment: LOCAL_MACHINE
 deepspeed_config:
-  deepspeed_config_file: {host}/configs/accelerate/zero_stage3_offload_config.json
+  deepspeed_config_file: {deepspeed_config}
   zero3_init_flag: true
 distributed_type: DEEPSPEED
 machine_rank: 0
@@ -51,27 +54,45 @@ BF16 = ["trainer.args.bf16=true", "model.model_args.torch_dtype=bfloat16"]
 BATCH = 5
 
 
+HOST_DEEPSPEED_CONFIG = HOST / "configs/accelerate/zero_stage3_offload_config.json"
+
+
 @pytest.fixture(scope="module")
-def deepspeed_launcher(tmp_path_factory):
+def deepspeed_launchers(tmp_path_factory):
+    """A launcher for the host's DeepSpeed config as it is, and one with the
+    optimizer offloaded to the CPU (the Trainer's optimizer kept: DeepSpeed's own
+    CPU Adam would be compiled first)."""
     folder = tmp_path_factory.mktemp("deepspeed")
-    config = folder / "accelerate.yaml"
-    config.write_text(ACCELERATE_CONFIG.format(host=HOST))
-    launcher = folder / "launch.py"
-    launcher.write_text(LAUNCHER.format(config=str(config), gru_unlearn=GRU_UNLEARN))
+    offloaded = json.loads(HOST_DEEPSPEED_CONFIG.read_text())
+    offloaded["zero_optimization"]["offload_optimizer"]["device"] = "cpu"
+    offloaded["zero_force_ds_cpu_optimizer"] = False
+    (folder / "offloaded.json").write_text(json.dumps(offloaded))
+    launchers = {}
+    for offload, deepspeed_config in (
+        (False, HOST_DEEPSPEED_CONFIG),
+        (True, folder / "offloaded.json"),
+    ):
+        config = folder / f"accelerate-{offload}.yaml"
+        config.write_text(ACCELERATE_CONFIG.format(deepspeed_config=deepspeed_config))
+        launcher = folder / f"launch-{offload}.py"
+        launcher.write_text(
+            LAUNCHER.format(config=str(config), gru_unlearn=GRU_UNLEARN)
+        )
+        launchers[offload] = launcher
     with deepspeed_shm_cleanup():
-        yield launcher
+        yield launchers
 
 
 @pytest.mark.parametrize(
-    "method, settings",
+    "method, settings, offload",
     [
-        ("GradDiff", []),  # the fast path: its own retain backward reused
-        ("GradAscent", []),  # an extra reference pass; GRU fires
-        ("NPO", ["gru.fast_path=false"]),
+        ("GradDiff", [], False),  # the fast path: its own retain backward reused
+        ("NPO", ["gru.fast_path=false"], False),  # an extra reference pass
+        ("GradAscent", [], True),  # offloaded; an extra reference pass; GRU fires
     ],
 )
 def test_host_method_with_gru_under_deepspeed_zero3(
-    run_host, deepspeed_launcher, method, settings
+    run_host, deepspeed_launchers, method, settings, offload
 ):
     run = run_host(
         f"trainer={method}",
@@ -79,9 +100,10 @@ def test_host_method_with_gru_under_deepspeed_zero3(
         *settings,
         *BF16,
         f"trainer.args.per_device_train_batch_size={BATCH}",
-        launcher=deepspeed_launcher,
+        launcher=deepspeed_launchers[offload],
     )
-    assert "DeepSpeed" in run.output
+    assert "GRU rectifies each rank's DeepSpeed ZeRO-3 gradient partition" in run.output
+    assert ("(the optimizer offloaded to the CPU)" in run.output) is offload
     logs = two_rank_gru_logs(run, BATCH)
     for entry in logs:
         assert entry["gru/ref_norm"] > 0

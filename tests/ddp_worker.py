@@ -52,7 +52,7 @@ ENGINES = {
     "DDP": [],
     **{f"ZeRO-{s}": [f"--zero-stage={s}"] for s in (1, 2, 3)},
     # The optimizer offloaded to the CPU: GRU works on DeepSpeed's fp32 partition.
-    **{f"ZeRO-{s}-offload": [f"--zero-stage={s}", "--offload"] for s in (1, 2)},
+    **{f"ZeRO-{s}-offload": [f"--zero-stage={s}", "--offload"] for s in (1, 2, 3)},
     "FSDP2": ["--fsdp2"],
 }
 """The engines a run can ask for, by name: this worker's options for each."""
@@ -66,7 +66,7 @@ def why_not(engine: str, device: str = "cpu") -> str | None:
         from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer
 
         if hasattr(DeepSpeedZeroOptimizer, "_use_compact_grad_partition_buffer"):
-            # DeepSpeed after 0.15 reworked ZeRO-1/2's offload path; GRU refuses it.
+            # DeepSpeed after 0.15 reworked the offload paths; GRU refuses them.
             return f"DeepSpeed {deepspeed.__version__}: offload refused"
     if "--fsdp2" in flags:
         import accelerate
@@ -210,7 +210,7 @@ def train(options: argparse.Namespace) -> None:
         "world_size": trainer.args.world_size,
         "engine": trainer.accelerator.distributed_type.value,
         "fast_path": trainer.gru_fast_path,
-        "offload": getattr(trainer.optimizer.optimizer, "cpu_offload", False),
+        "offload": offloaded(trainer.optimizer.optimizer),
         "history": history,
         # GRU's persistent memory on this rank, and the model's trainable size.
         "ema_elements": sum(b.numel() for b in trainer.gru_reference.buffers),
@@ -299,6 +299,15 @@ def allow_fsdp_on_cpu() -> None:
 
     init_allowing_fsdp.allows_fsdp_on_cpu = True
     AcceleratorState.__init__ = init_allowing_fsdp
+
+
+def offloaded(optimizer) -> bool:
+    """Whether DeepSpeed keeps the optimizer on the CPU (ZeRO-1/2 and ZeRO-3 say it
+    each their own way)."""
+    return bool(
+        getattr(optimizer, "cpu_offload", False)
+        or getattr(optimizer, "offload_optimizer", False)
+    )
 
 
 def whole(tensor: torch.Tensor) -> torch.Tensor:

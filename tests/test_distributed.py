@@ -32,7 +32,7 @@ accelerate >= 1.6 (the transformers 5 job; the hosts pin 0.34.2)."""
 RESUMED = {
     engine: ["--grad-accum=2", "--method=GradAscent", "--no-fast-path", *flags]
     for engine, flags in RUN_ENGINES.items()
-    if engine in ("ZeRO-3", "ZeRO-2-offload", "FSDP2")
+    if engine in ("ZeRO-3", "ZeRO-2-offload", "ZeRO-3-offload", "FSDP2")
 }
 """With the extra reference pass, checkpointed at step 2 of 4: each rank's EMA."""
 
@@ -136,19 +136,27 @@ def test_a_deepspeed_engine_without_zero_is_refused():
 @pytest.mark.skipif(
     not why_not("ZeRO-2-offload"), reason="this DeepSpeed's offload is mapped"
 )
-def test_offload_on_a_reworked_deepspeed_is_refused():
-    optimizer = object.__new__(DeepSpeedZeroOptimizer)
-    optimizer.bit16_groups, optimizer.cpu_offload = [], True
+@pytest.mark.parametrize("stage", ["1/2", "3"])
+def test_offload_on_a_reworked_deepspeed_is_refused(stage):
+    from deepspeed.runtime.zero.stage3 import DeepSpeedZeroOptimizer_Stage3
+
+    if stage == "3":
+        optimizer = object.__new__(DeepSpeedZeroOptimizer_Stage3)
+        optimizer.fp16_groups, optimizer.offload_optimizer = [], True
+    else:
+        optimizer = object.__new__(DeepSpeedZeroOptimizer)
+        optimizer.bit16_groups, optimizer.cpu_offload = [], True
     with pytest.raises(ValueError, match="pip install deepspeed==0.15.4"):
         zero_gradients_for(optimizer)
 
 
-def test_zero3_optimizer_offload_is_refused():
+def test_optimizer_offload_to_nvme_is_refused():
     from deepspeed.runtime.zero.stage3 import DeepSpeedZeroOptimizer_Stage3
 
     optimizer = object.__new__(DeepSpeedZeroOptimizer_Stage3)
     optimizer.fp16_groups, optimizer.offload_optimizer = [], True
-    with pytest.raises(ValueError, match="remove zero_optimization.offload_optimizer"):
+    optimizer.swap_optimizer = True
+    with pytest.raises(ValueError, match="offload_optimizer.device: nvme"):
         zero_gradients_for(optimizer)
 
 

@@ -57,6 +57,9 @@ class FullyShardedGradients:
                 "gru.enabled=false"
             )
 
+    def __str__(self) -> str:
+        return "each rank's shard of FSDP2's DTensor gradients"
+
     def layout(self) -> Layout:
         """Shape, dtype and device of this rank's shard of each parameter."""
         shards = [p.to_local() for p in self.params]

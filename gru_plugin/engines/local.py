@@ -49,6 +49,9 @@ class LocalGradients:
                     self.params.append(param)
         self._g_is_local = False
 
+    def __str__(self) -> str:
+        return "param.grad (one process, or DDP)"
+
     def layout(self) -> Layout:
         return [(p.shape, p.dtype, p.device) for p in self.params]
 

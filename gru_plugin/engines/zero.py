@@ -15,11 +15,13 @@ the partition rather than add. So under ZeRO-1/2 each backward is reduced as at 
 boundary into a zeroed partition, and what the partition held is added back: the
 same sum whichever way a DeepSpeed version reduces (one transient partition copy).
 
-With the optimizer offloaded (ZeRO-1/2, ``offload_optimizer.device: cpu``), the
-partition is DeepSpeed's fp32 gradient partition on the CPU, into which each
-reduction copies; DeepSpeed takes the per-parameter norms it clips with during that
-copy, so they are taken again after GRU (``end_micro_batch``). ZeRO-3's offload
-keeps its accumulation where the public API cannot reach: refused.
+With the optimizer offloaded (``offload_optimizer.device: cpu``, DeepSpeed 0.15's
+path), the partition is DeepSpeed's fp32 gradient partition on the CPU, into which a
+reduction at a boundary copies (ZeRO-3 copies the sum of its micro-steps, which it
+keeps on the accelerator; GRU makes each backward the first micro-step, so the copy
+is that backward alone, and adds what the partition held, as under ZeRO-1/2).
+DeepSpeed takes the per-parameter norms it clips with during that copy, so they are
+taken again after GRU (``end_micro_batch``).
 
 accelerate's wrapper runs ``engine.backward`` and then, at the boundary,
 ``engine.step``, which clips and steps; GRU must act between the two, so the
@@ -71,26 +73,13 @@ class ZeroGradients:
                 "gru.enabled=false"
             )
         # ZeRO-1/2 call it cpu_offload, ZeRO-3 offload_optimizer.
-        self.offload = bool(getattr(optimizer, "cpu_offload", False))
-        if getattr(optimizer, "offload_optimizer", False):
-            raise ValueError(
-                "GRU does not support DeepSpeed ZeRO-3's optimizer offload yet: "
-                "remove zero_optimization.offload_optimizer from the DeepSpeed "
-                "config, offload under ZeRO-2 instead, or set gru.enabled=false"
-            )
-        if self.offload and hasattr(optimizer, "_use_compact_grad_partition_buffer"):
-            import deepspeed
-
-            raise ValueError(
-                "GRU supports DeepSpeed's optimizer offload under ZeRO-1/2 as "
-                "DeepSpeed 0.15 (the host's pin) runs it; DeepSpeed "
-                f"{deepspeed.__version__} reworked that path (compact gradient "
-                "partitions, its own accumulation by micro-step), which GRU does not "
-                "map yet: pip install deepspeed==0.15.4, remove "
-                "zero_optimization.offload_optimizer from the DeepSpeed config, or "
-                "set gru.enabled=false"
-            )
+        self.offload = bool(
+            getattr(optimizer, "cpu_offload", False)
+            or getattr(optimizer, "offload_optimizer", False)
+        )
         if self.offload:
+            check_offload(optimizer)
+        if self.offload and not self.stage3:
             # Each backward is reduced as at a boundary (above); DeepSpeed's own
             # accumulation across micro-steps on the CPU would add it twice.
             optimizer.gradient_accumulation_steps = 1
@@ -105,15 +94,20 @@ class ZeroGradients:
         else:  # a parameter outside this rank's partition has no fragment here
             self.params = [p for p in params if p._hp_mapping is not None]
 
+    def __str__(self) -> str:
+        where = " (the optimizer offloaded to the CPU)" if self.offload else ""
+        stage = self.engine.zero_optimization_stage()
+        return f"each rank's DeepSpeed ZeRO-{stage} gradient partition{where}"
+
     def layout(self) -> Layout:
         """Shape, dtype and device of each local piece, before any backward."""
+        if self.offload:  # the fp32 gradient partition on the CPU, there from the start
+            return [(piece.shape, piece.dtype, piece.device) for piece in self.read()]
         if self.stage3:
             return [
                 (p.ds_tensor.shape, torch.float32, p.ds_tensor.device)
                 for p in self.params
             ]
-        if self.offload:  # the fp32 gradient partition on the CPU, there from the start
-            return [(piece.shape, piece.dtype, piece.device) for piece in self.read()]
         dtype = self.optimizer.gradient_accumulation_dtype
         return [
             (
@@ -154,7 +148,7 @@ class ZeroGradients:
         sets it on the engine; older versions let the engine count micro-steps.
         """
         self._boundary_hint = sync_gradients
-        if self.stage3:  # ZeRO-3 adds every backward into the partition itself
+        if self.stage3 and not self.offload:  # it adds every backward to the partition
             self._engine_backward(loss, **kwargs)
             return
         held = self._backward_alone(loss, **kwargs)
@@ -186,8 +180,14 @@ class ZeroGradients:
         )
 
     def _engine_backward(self, loss: torch.Tensor, **kwargs) -> None:
-        """``engine.backward``; ZeRO-1/2 reduce it as at a boundary (see above)."""
-        reduce_now = True if not self.stage3 else self._boundary_hint
+        """``engine.backward``; ZeRO-1/2, and ZeRO-3 with offload, reduce it as at a
+        boundary (see above)."""
+        as_boundary = not self.stage3 or self.offload
+        reduce_now = True if as_boundary else self._boundary_hint
+        if self.stage3 and self.offload:
+            # ZeRO-3 copies a micro-step's gradient, rather than adding it, at its
+            # first micro-step; the CPU copy then holds this backward alone.
+            self.optimizer.micro_step_id = 0
         if reduce_now is not None:
             self.engine.set_gradient_accumulation_boundary(reduce_now)
         try:
@@ -269,3 +269,28 @@ class ZeroGradients:
         if stats.fired or retain_part is not None:
             self.write(pieces)
         return stats
+
+
+def check_offload(optimizer) -> None:
+    """Refuse an optimizer offload GRU does not map, naming the fix."""
+    import deepspeed
+
+    if getattr(optimizer, "swap_optimizer", False):
+        raise ValueError(
+            "GRU does not support offloading the optimizer to NVMe "
+            "(zero_optimization.offload_optimizer.device: nvme): set the device to "
+            "cpu, or set gru.enabled=false"
+        )
+    reworked = (
+        "_use_compact_grad_partition_buffer",
+        "_offload_grad_partition_at_boundary",
+    )
+    if any(hasattr(optimizer, name) for name in reworked):
+        raise ValueError(
+            "GRU supports DeepSpeed's optimizer offload as DeepSpeed 0.15 (the host's "
+            f"pin) runs it; DeepSpeed {deepspeed.__version__} reworked that path "
+            "(how micro-steps accumulate and the CPU partition is filled), which GRU "
+            "does not map yet: pip install deepspeed==0.15.4, remove "
+            "zero_optimization.offload_optimizer from the DeepSpeed config, or set "
+            "gru.enabled=false"
+        )

@@ -79,6 +79,7 @@ class Size:
         "ZeRO-3",
         "ZeRO-1-offload",
         "ZeRO-2-offload",
+        "ZeRO-3-offload",
         "FSDP2",
     )
     dist_paths: tuple[str, ...] = ("fast", "extra")

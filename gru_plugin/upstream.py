@@ -31,7 +31,7 @@ from gru_plugin import (
     strategies,
     trainer,
 )
-from gru_plugin.engines import fsdp, local, sharded, zero
+from gru_plugin.engines import base, fsdp, local, sharded, zero
 
 SOURCES = (
     rectify,
@@ -40,6 +40,7 @@ SOURCES = (
     compat,
     reference,
     steplog,
+    base,
     local,
     sharded,
     zero,

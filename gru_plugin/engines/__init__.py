@@ -8,7 +8,9 @@ backward that fills r, in one class with ``handles(trainer)``,
 ``at_boundary()``, ``end_micro_batch()`` and
 ``rectify(reference, coefficient, retain_part)`` (``retain_part``: the method's
 retain term of g that ``gru.project=forget`` holds back until after the
-projection). Adding an engine is one module and one line in ``ENGINES``.
+projection). ``base.TrainerStepped`` holds the defaults of an engine whose
+gradients the Trainer steps. Adding an engine is one module and one line in
+``ENGINES``.
 """
 
 from __future__ import annotations

@@ -26,13 +26,13 @@ from collections.abc import Sequence
 
 import torch
 
-from gru_plugin.compat import at_step_boundary
+from gru_plugin.engines.base import TrainerStepped
 from gru_plugin.engines.sharded import per_rank_state_file, sum_over_ranks
 from gru_plugin.rectify import Coefficient, RectifyStats, rectify_
 from gru_plugin.reference import FlatBuffers, Layout, ReferenceEMA
 
 
-class FullyShardedGradients:
+class FullyShardedGradients(TrainerStepped):
     """Local shards of the DTensor gradients of the parameters the optimizer updates."""
 
     @staticmethod
@@ -44,7 +44,7 @@ class FullyShardedGradients:
     def __init__(self, trainer) -> None:
         from torch.distributed.tensor import DTensor
 
-        self.trainer = trainer
+        super().__init__(trainer)
         self.model = trainer.model
         self.device = trainer.args.device
         params = {id(p): p for g in trainer.optimizer.param_groups for p in g["params"]}
@@ -68,10 +68,6 @@ class FullyShardedGradients:
     def start_micro_batch(self) -> None:
         """Reduce this micro-batch's backwards too (see the module docstring)."""
         self.model.set_requires_gradient_sync(True)
-
-    def reference_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The sharded model itself: its backward reduce-scatters into the shards."""
-        return model
 
     def backward_reference(
         self,
@@ -117,12 +113,6 @@ class FullyShardedGradients:
                     piece.mul_(weight_in_loss)
                 else:
                     grad.to_local().addcmul_(piece, weight_in_loss)
-
-    def at_boundary(self) -> bool:
-        return at_step_boundary(self.trainer)
-
-    def end_micro_batch(self) -> None:
-        """Nothing: the Trainer clips and steps the optimizer itself."""
 
     def rectify(
         self,

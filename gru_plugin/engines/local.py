@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from accelerate.utils import DistributedType
 
-from gru_plugin.compat import at_step_boundary
+from gru_plugin.engines.base import TrainerStepped
 from gru_plugin.rectify import Coefficient, RectifyStats, rectify_
 from gru_plugin.reference import FlatBuffers, Layout, ReferenceEMA
 
@@ -26,8 +26,12 @@ STATE_FILE = "gru_state.safetensors"
 """GRU's state (r and the non-finite count) in each Trainer checkpoint folder."""
 
 
-class LocalGradients:
-    """``param.grad`` of the parameters the optimizer updates (RMU's selection)."""
+class LocalGradients(TrainerStepped):
+    """``param.grad`` of the parameters the optimizer updates (RMU's selection).
+
+    Nothing to prepare per micro-batch: DDP averages the method's accumulated g at
+    the boundary.
+    """
 
     @staticmethod
     def handles(trainer) -> bool:
@@ -38,7 +42,7 @@ class LocalGradients:
         return STATE_FILE
 
     def __init__(self, trainer) -> None:
-        self.trainer = trainer
+        super().__init__(trainer)
         self.model = trainer.model
         seen: set[int] = set()
         self.params: list[torch.nn.Parameter] = []
@@ -54,9 +58,6 @@ class LocalGradients:
 
     def layout(self) -> Layout:
         return [(p.shape, p.dtype, p.device) for p in self.params]
-
-    def start_micro_batch(self) -> None:
-        """Nothing: DDP averages the method's accumulated g at the boundary."""
 
     def reference_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """The bare module, not DDP's wrapper (see the module docstring)."""
@@ -113,12 +114,6 @@ class LocalGradients:
                 handle.remove()
             for param in params:
                 param.grad = unlearning[id(param)]
-
-    def at_boundary(self) -> bool:
-        return at_step_boundary(self.trainer)
-
-    def end_micro_batch(self) -> None:
-        """Nothing: the Trainer steps the optimizer itself."""
 
     def rectify(
         self,

@@ -36,13 +36,18 @@ from collections.abc import Sequence
 
 import torch
 
+from gru_plugin.engines.base import TrainerStepped
 from gru_plugin.engines.sharded import per_rank_state_file, sum_over_ranks
 from gru_plugin.rectify import Coefficient, RectifyStats, rectify_
 from gru_plugin.reference import FlatBuffers, Layout, ReferenceEMA
 
 
-class ZeroGradients:
-    """Local gradient pieces, one per trainable parameter that has one on this rank."""
+class ZeroGradients(TrainerStepped):
+    """Local gradient pieces, one per trainable parameter that has one on this rank.
+
+    The reference loss runs through the engine (the model the Trainer gives), so
+    that its backward lands in the partition; the engine, not the Trainer, steps.
+    """
 
     @staticmethod
     def handles(trainer) -> bool:
@@ -54,6 +59,7 @@ class ZeroGradients:
         from deepspeed.runtime.zero.stage3 import DeepSpeedZeroOptimizer_Stage3
         from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer
 
+        super().__init__(trainer)
         wrapper = trainer.accelerator.deepspeed_engine_wrapped
         engine = wrapper.engine
         optimizer = engine.optimizer
@@ -194,13 +200,6 @@ class ZeroGradients:
             self.engine.backward(loss, **kwargs)
         finally:
             self.engine.set_gradient_accumulation_boundary(self._boundary_hint)
-
-    def start_micro_batch(self) -> None:
-        """Nothing: ``backward`` reduces every backward already."""
-
-    def reference_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The engine, so that the reference backward lands in the partition."""
-        return model
 
     def backward_reference(
         self,

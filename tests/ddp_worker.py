@@ -43,6 +43,7 @@ from test_trainer import (
     tiny_model,
 )
 
+from gru_plugin.engines.zero import is_offloaded
 from gru_plugin.settings import GRUSettings
 from gru_plugin.testing import deepspeed_shm_cleanup, run_processes
 from gru_plugin.trainer import gru_trainer_class
@@ -63,10 +64,14 @@ def why_not(engine: str, device: str = "cpu") -> str | None:
     flags = ENGINES[engine]
     if "--offload" in flags:
         import deepspeed
+        from deepspeed.runtime.zero.stage3 import DeepSpeedZeroOptimizer_Stage3
         from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer
 
-        if hasattr(DeepSpeedZeroOptimizer, "_use_compact_grad_partition_buffer"):
-            # DeepSpeed after 0.15 reworked the offload paths; GRU refuses them.
+        from gru_plugin.engines.zero import offload_is_reworked
+
+        stage3 = "--zero-stage=3" in flags
+        zero = DeepSpeedZeroOptimizer_Stage3 if stage3 else DeepSpeedZeroOptimizer
+        if offload_is_reworked(zero):  # GRU refuses it (tested)
             return f"DeepSpeed {deepspeed.__version__}: offload refused"
     if "--fsdp2" in flags:
         import accelerate
@@ -210,7 +215,7 @@ def train(options: argparse.Namespace) -> None:
         "world_size": trainer.args.world_size,
         "engine": trainer.accelerator.distributed_type.value,
         "fast_path": trainer.gru_fast_path,
-        "offload": offloaded(trainer.optimizer.optimizer),
+        "offload": is_offloaded(trainer.optimizer.optimizer),
         "history": history,
         # GRU's persistent memory on this rank, and the model's trainable size.
         "ema_elements": sum(b.numel() for b in trainer.gru_reference.buffers),
@@ -299,15 +304,6 @@ def allow_fsdp_on_cpu() -> None:
 
     init_allowing_fsdp.allows_fsdp_on_cpu = True
     AcceleratorState.__init__ = init_allowing_fsdp
-
-
-def offloaded(optimizer) -> bool:
-    """Whether DeepSpeed keeps the optimizer on the CPU (ZeRO-1/2 and ZeRO-3 say it
-    each their own way)."""
-    return bool(
-        getattr(optimizer, "cpu_offload", False)
-        or getattr(optimizer, "offload_optimizer", False)
-    )
 
 
 def whole(tensor: torch.Tensor) -> torch.Tensor:

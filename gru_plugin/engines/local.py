@@ -35,7 +35,8 @@ class LocalGradients(TrainerStepped):
 
     @staticmethod
     def handles(trainer) -> bool:
-        return trainer.accelerator.distributed_type != DistributedType.DEEPSPEED
+        engine = trainer.accelerator.distributed_type
+        return engine not in (DistributedType.DEEPSPEED, DistributedType.FSDP)
 
     @staticmethod
     def state_file(trainer) -> str:

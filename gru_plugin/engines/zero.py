@@ -78,11 +78,7 @@ class ZeroGradients(TrainerStepped):
                 "the DeepSpeed config (ZeRO-1 with the default data_types), or set "
                 "gru.enabled=false"
             )
-        # ZeRO-1/2 call it cpu_offload, ZeRO-3 offload_optimizer.
-        self.offload = bool(
-            getattr(optimizer, "cpu_offload", False)
-            or getattr(optimizer, "offload_optimizer", False)
-        )
+        self.offload = is_offloaded(optimizer)
         if self.offload:
             check_offload(optimizer)
         if self.offload and not self.stage3:
@@ -270,6 +266,28 @@ class ZeroGradients(TrainerStepped):
         return stats
 
 
+REWORKED_OFFLOAD = (
+    "_use_compact_grad_partition_buffer",  # ZeRO-1/2
+    "_offload_grad_partition_at_boundary",  # ZeRO-3
+)
+"""Names a ZeRO optimizer has once DeepSpeed reworked its offload path (0.19.8 has
+both, 0.15 neither): GRU maps only 0.15's."""
+
+
+def is_offloaded(optimizer) -> bool:
+    """Whether a ZeRO optimizer keeps its states on the CPU (ZeRO-1/2 say it as
+    ``cpu_offload``, ZeRO-3 as ``offload_optimizer``)."""
+    return bool(
+        getattr(optimizer, "cpu_offload", False)
+        or getattr(optimizer, "offload_optimizer", False)
+    )
+
+
+def offload_is_reworked(optimizer) -> bool:
+    """Whether this ZeRO optimizer (or its class) runs a reworked offload path."""
+    return any(hasattr(optimizer, name) for name in REWORKED_OFFLOAD)
+
+
 def check_offload(optimizer) -> None:
     """Refuse an optimizer offload GRU does not map, naming the fix."""
     import deepspeed
@@ -280,11 +298,7 @@ def check_offload(optimizer) -> None:
             "(zero_optimization.offload_optimizer.device: nvme): set the device to "
             "cpu, or set gru.enabled=false"
         )
-    reworked = (
-        "_use_compact_grad_partition_buffer",
-        "_offload_grad_partition_at_boundary",
-    )
-    if any(hasattr(optimizer, name) for name in reworked):
+    if offload_is_reworked(optimizer):
         raise ValueError(
             "GRU supports DeepSpeed's optimizer offload as DeepSpeed 0.15 (the host's "
             f"pin) runs it; DeepSpeed {deepspeed.__version__} reworked that path "

@@ -5,6 +5,8 @@ import subprocess
 import sys
 
 import pytest
+from hydra.core.plugins import Plugins
+from hydra.plugins.search_path_plugin import SearchPathPlugin
 
 from gru_plugin.cli import check_plugin_discovered, find_host
 
@@ -22,7 +24,12 @@ def test_host_from_flag(tmp_path):
 
 
 def test_installed_plugin_is_discovered():
-    check_plugin_discovered()
+    """Hydra's plugin scan finds our search-path plugin, so ``+gru=default`` is
+    seen, and ``check_plugin_discovered`` agrees: it returns instead of exiting."""
+    found = Plugins.instance().discover(SearchPathPlugin)
+    names = [f"{plugin.__module__}.{plugin.__qualname__}" for plugin in found]
+    assert "hydra_plugins.gru_plugin.searchpath.GRUSearchPathPlugin" in names
+    assert check_plugin_discovered() is None
 
 
 def test_check_names_a_shadowed_plugin_namespace(tmp_path):

@@ -72,8 +72,16 @@ def test_registered_strategy_is_used_and_cannot_shadow(strategy_plugins):
     assert torch.equal(g[0], torch.tensor([0.0, 0.0]))
 
 
-def test_each_test_gets_a_fresh_manager():
-    assert "half" not in available_strategies()
+@pytest.mark.parametrize("run", ["first", "second"])
+def test_each_test_gets_a_fresh_manager(strategy_plugins, run):
+    """Both runs register a strategy on their manager; whichever runs second fails
+    if the first one's registration leaked into it."""
+    assert [name for name, _ in strategy_plugins.list_name_plugin()] == [
+        "gru_plugin.strategies"
+    ]
+    assert set(available_strategies()) == {"project", "cosclip"}
+    strategy_plugins.register(HalfProjection(), name="half-test")
+    assert "half" in available_strategies()  # the fixture's manager is the one used
 
 
 def test_broken_package_is_skipped_with_a_warning(site, strategy_plugins, caplog):

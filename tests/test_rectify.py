@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gru_plugin import RectifyStats, rectify_
+from gru_plugin.rectify import project_coefficient
 from gru_plugin.strategies import make_cosclip
 
 SHAPES = [(3, 4), (5,), (2, 2, 2)]
@@ -217,7 +218,7 @@ def test_non_finite_is_reported_and_changes_nothing(where, bad):
     norm = stats.grad_norm if where == "grads" else stats.ref_norm
     assert not math.isfinite(norm)
     for a, b in zip(g, before, strict=True):
-        assert torch.equal(a, b) or (a.isnan() == b.isnan()).all()
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
 
 
 @settings(max_examples=50, deadline=None)
@@ -225,9 +226,125 @@ def test_non_finite_is_reported_and_changes_nothing(where, bad):
     scale=st.floats(1e15, 1e30), dtype=st.sampled_from([torch.float32, torch.bfloat16])
 )
 def test_huge_norms_stay_finite_and_remove_the_conflict(scale, dtype):
+    """Sums that overflow float32 are redone scaled: still the float64 result."""
     g = split((-torch.ones(SIZE) * scale).to(dtype))
     r = split((torch.linspace(0.5, 1.5, SIZE) * scale).to(dtype))
+    g64, r64 = flat(g), flat(r)
     stats = rectify_(g, r)
     assert stats.finite and stats.fired
+    assert stats.dot == pytest.approx(torch.dot(g64, r64).item(), rel=1e-5)
+    assert stats.grad_norm == pytest.approx(g64.norm().item(), rel=1e-5)
+    assert stats.ref_norm == pytest.approx(r64.norm().item(), rel=1e-5)
     assert stats.cos_after == pytest.approx(0.0, abs=1e-6)
     assert all(torch.isfinite(t).all() for t in g)
+    rounding = 1e-5 if dtype == torch.float32 else 1e-2  # g is stored in its dtype
+    error = (flat(g) - reference_projection(g64, r64)).norm()
+    assert error <= rounding * g64.norm()
+
+
+@pytest.mark.parametrize(
+    ("dot", "grad_sq", "ref_sq", "coef"),
+    [
+        (-2.0, 4.0, 4.0, -0.5),  # conflict: remove the component along r
+        (-0.5, 1.0, 0.5, -1.0),  # ‖r‖ < 1 is no special case
+        (0.5, 1.0, 1.0, 0.0),  # aligned, however little
+        (0.0, 1.0, 1.0, 0.0),  # orthogonal
+        (-1.0, 1.0, 0.0, 0.0),  # no reference yet
+    ],
+)
+def test_project_coefficient_fires_only_on_a_conflict(dot, grad_sq, ref_sq, coef):
+    assert project_coefficient(dot, grad_sq, ref_sq) == coef
+
+
+def test_one_tensor_is_projected_exactly():
+    g, r = [torch.tensor([-2.0, 1.0])], [torch.tensor([1.0, 0.0])]
+    stats = rectify_(g, r)
+    assert stats.coef == -2.0 and torch.equal(g[0], torch.tensor([0.0, 1.0]))
+    assert stats.cos == pytest.approx(-2 / math.sqrt(5))
+
+
+def half_projection(dot: float, grad_sq: float, ref_sq: float) -> float:
+    """Removes half the conflicting component: the result still conflicts."""
+    return 0.5 * dot / ref_sq if dot < 0.0 else 0.0
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (torch.dot(a, b) / (a.norm() * b.norm())).item()
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_cosines_are_measured_at_any_scale(scale):
+    """cos and cos_after are those of g and of the result, tiny norms included."""
+    torch.manual_seed(2)
+    g = split(scale * torch.randn(SIZE, dtype=torch.float64))
+    r = [-t.clone() + 0.1 * scale for t in g]
+    before, rr = flat(g), flat(r)
+    stats = rectify_(g, r, half_projection)
+    assert stats.fired
+    assert stats.cos == pytest.approx(cosine(before, rr), abs=1e-6)
+    assert stats.cos_after == pytest.approx(cosine(flat(g), rr), abs=1e-5)
+    assert stats.cos_after < -0.1  # half the conflict remains
+
+
+def test_reduce_sums_gives_every_shard_the_global_coefficient():
+    """This shard's g agrees with r; the other shard's conflict decides for both."""
+    g, r = [torch.tensor([1.0, 0.0])], [torch.tensor([1.0, 1.0])]
+    other = (-5.0, 9.0, 2.0)  # the other shard's ⟨g, r⟩, ‖g‖², ‖r‖²
+    seen = []
+
+    def all_reduce(sums):
+        seen.append(sums)
+        return tuple(mine + theirs for mine, theirs in zip(sums, other, strict=True))
+
+    stats = rectify_(g, r, reduce_sums=all_reduce)
+    assert seen == [(1.0, 1.0, 2.0)]
+    assert (stats.dot, stats.coef) == (-4.0, -1.0)
+    assert stats.grad_norm == pytest.approx(math.sqrt(10.0))
+    assert torch.equal(g[0], torch.tensor([2.0, 1.0]))  # g − coef·r
+
+
+def test_non_finite_sums_never_reach_the_strategy():
+    calls = []
+
+    def always_fires(dot, grad_sq, ref_sq):
+        calls.append(dot)
+        return -1.0
+
+    g, r = [torch.tensor([float("nan"), 1.0])], [torch.tensor([1.0, 1.0])]
+    stats = rectify_(g, r, always_fires)
+    assert calls == [] and not stats.fired and stats.coef == 0.0
+    torch.testing.assert_close(g[0], torch.tensor([float("nan"), 1.0]), equal_nan=True)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_coefficient_changes_nothing(bad):
+    g, r = [torch.tensor([-1.0, 1.0]), None], [torch.ones(2), torch.ones(3)]
+    stats = rectify_(g, r, lambda dot, grad_sq, ref_sq: bad)
+    assert not stats.fired and stats.coef == 0.0
+    assert torch.equal(g[0], torch.tensor([-1.0, 1.0])) and g[1] is None
+
+
+def test_an_overflowing_piece_beside_a_zero_one_sums_exactly():
+    """Rescaled sums of a huge piece against a zero one are zero, not NaN (0/0)."""
+    huge = torch.full((4,), 1e30)
+    g = [huge.clone(), torch.zeros(4)]
+    r = [torch.zeros(4), huge.clone()]
+    stats = rectify_(g, r)
+    assert stats.finite and not stats.fired
+    assert (stats.dot, stats.cos) == (0.0, 0.0)
+    assert stats.grad_norm == pytest.approx(2e30, rel=1e-6)
+    assert stats.ref_norm == pytest.approx(2e30, rel=1e-6)
+    assert torch.equal(g[0], huge) and torch.equal(g[1], torch.zeros(4))
+
+
+def test_a_missing_gradient_beside_a_huge_reference():
+    """The rescaled ‖r‖² of a piece without a gradient; that piece of g becomes
+    −coef·r."""
+    g = [torch.full((2,), -1e20), None]
+    r = [torch.full((2,), 1e20), torch.full((2,), 1e20)]
+    stats = rectify_(g, r)
+    assert stats.finite and stats.fired
+    assert stats.coef == pytest.approx(-0.5, rel=1e-6)  # ⟨g,r⟩ = −2e40, ‖r‖² = 4e40
+    assert stats.ref_norm == pytest.approx(2e20, rel=1e-6)
+    assert torch.allclose(g[0], torch.full((2,), -0.5e20), rtol=1e-6)
+    assert torch.allclose(g[1], torch.full((2,), 0.5e20), rtol=1e-6)

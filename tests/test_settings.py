@@ -1,6 +1,7 @@
 """Bad settings fail before training, naming the setting and the fix."""
 
 import pytest
+from omegaconf import OmegaConf
 
 from gru_plugin.plugins import available_strategies, make_strategy
 from gru_plugin.settings import GRUSettings
@@ -18,8 +19,11 @@ def test_defaults_are_the_papers():
 
 @pytest.mark.parametrize("gamma", [0.0, -0.1, 1.5, "high"])
 def test_gamma_range(gamma):
-    with pytest.raises(ValueError, match=r"gru.gamma=.* must lie in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"gru.gamma=.* must lie in \(0, 1\]") as error:
         GRUSettings(gamma=gamma)
+    # What gamma means, and the values to choose from.
+    assert "weighs the fresh retain gradient in the EMA" in str(error.value)
+    assert "(0.8 is the paper's, 1 disables the EMA)" in str(error.value)
 
 
 def test_gamma_one_allowed():
@@ -63,5 +67,23 @@ def test_unknown_nonfinite_policy():
 
 
 def test_unknown_projection():
-    with pytest.raises(ValueError, match="gru.project='retain'.*all.*forget"):
+    with pytest.raises(ValueError, match="gru.project='retain'.*all.*forget") as error:
         GRUSettings(project="retain")
+    assert (  # what each choice does
+        "(all: rectify the whole gradient; forget: only the method's forget part, "
+        "its retain term added after)"
+    ) in str(error.value)
+
+
+def test_from_mapping_takes_hydras_config():
+    """Hydra's node becomes plain values; strategy_args a dict, also when unset."""
+    node = OmegaConf.create(
+        {"gamma": 0.5, "strategy": "cosclip", "strategy_args": {"c": -0.3}}
+    )
+    settings = GRUSettings.from_mapping(node)
+    assert settings == GRUSettings(
+        gamma=0.5, strategy="cosclip", strategy_args={"c": -0.3}
+    )
+    assert type(settings.strategy_args) is dict
+    for unset in (None, {}, {"strategy_args": None}):
+        assert GRUSettings.from_mapping(unset).strategy_args == {}

@@ -7,8 +7,9 @@ its benchmark: ``TOFU_SUMMARY.json`` (``src/eval.py experiment=eval/tofu/default
 ``MUSE_SUMMARY.json`` (``experiment=eval/muse/default``; its data split, News or
 Books, from the ``.hydra/config.yaml`` beside it) or ``LMEval_SUMMARY.json``
 (``experiment=eval/wmdp/default``, i.e. ``eval=lm_eval``), or lm-eval's own
-``results_<date>.json`` (``lm_eval --output_path``, which puts it in a folder named
-after the model; that folder does not count, and of several files the newest does).
+results file (``lm_eval --output_path DIR`` writes ``results_<date>.json`` in a folder
+named after the model, which does not count; from lm-eval 0.4.11 on, ``--output_path
+NAME.json`` writes ``NAME_<date>.json`` beside it; of several files the newest does).
 A run's label is its path below ``DIR`` with a trailing ``seed<N>`` folder dropped,
 so seeds of one label are averaged. A label ``target``/``finetuned`` is the
 *Finetuned* row, ``retain`` the *Retain* row, and a label ending in ``_GRU``/``+gru``
@@ -43,9 +44,12 @@ from omegaconf import OmegaConf
 
 TOFU_FILE = "TOFU_SUMMARY.json"
 MUSE_FILE = "MUSE_SUMMARY.json"
-LM_EVAL_FILES = ("LMEval_SUMMARY.json", "results_*.json")
+LM_EVAL_RESULTS = "*_????-??-??T??-??-??*.json"
+"""lm-eval's own results file: ``results_<date>.json``, or from lm-eval 0.4.11 on
+``<name>_<date>.json`` beside an ``--output_path <name>.json``; ``<date>`` is when it
+was written, in ISO format with ``-`` for ``:``."""
+LM_EVAL_FILES = ("LMEval_SUMMARY.json", LM_EVAL_RESULTS)
 """The host's lm-eval summary, else lm-eval's own results file (one per run)."""
-LM_EVAL_RESULTS = re.compile(r"results_.*\.json")
 
 METRICS = (
     "forget_quality",
@@ -132,11 +136,14 @@ def gru_name(label: str) -> str:
 
 def _run_folder(path: Path, root: Path) -> tuple[str, ...]:
     """The folders below ``root`` of the run a file belongs to: lm-eval writes its
-    results into a folder named after the model, below the folder it was given."""
+    results into a folder named after the model, below the folder it was given;
+    lm-eval 0.4.8 made a folder of an ``--output_path <name>.json`` too."""
     parts = path.parent.relative_to(root).parts
-    if parts and LM_EVAL_RESULTS.fullmatch(path.name):
+    if parts and path.match(LM_EVAL_RESULTS):
         if parts[-1] == json.loads(path.read_text()).get("model_name_sanitized"):
-            return parts[:-1]
+            parts = parts[:-1]
+        if parts and parts[-1].endswith(".json"):
+            parts = parts[:-1]
     return parts
 
 
@@ -208,7 +215,7 @@ def read_summary(path: Path) -> dict | None:
     summary = json.loads(path.read_text())
     if path.name == TOFU_FILE:
         return summary | utility_parts(path.with_name("TOFU_EVAL.json"))
-    if LM_EVAL_RESULTS.fullmatch(path.name):
+    if path.match(LM_EVAL_RESULTS):
         return lm_eval_summary(summary)
     return summary
 
@@ -622,7 +629,8 @@ def load_results(dirs: Sequence[Path]) -> Results:
             f"{TOFU_FILE} with experiment=eval/tofu/default, {MUSE_FILE} with "
             f"experiment=eval/muse/default and {LM_EVAL_FILES[0]} with "
             "experiment=eval/wmdp/default (eval=lm_eval); lm_eval --output_path "
-            "writes its own results_<date>.json, read as well."
+            "writes its own results_<date>.json (<name>_<date>.json for a "
+            "<name>.json path), read as well."
         )
     return results
 

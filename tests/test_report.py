@@ -23,8 +23,14 @@ from gru_plugin.report import (
 REPO = Path(__file__).resolve().parents[1]
 TOFU = Path(os.environ.get("GRU_TOFU_DATA", REPO.parent / "shared" / "data" / "tofu"))
 REFERENCE_EVAL = TOFU / "reference_eval"
-LM_EVAL_RESULTS = next((REPO / "tests/fixtures/lm_eval").rglob("results_*.json"))
-"""lm-eval's own results file for wmdp_cyber and mmlu (see make_results.py)."""
+LM_EVAL_FIXTURES = REPO / "tests/fixtures/lm_eval"
+LM_EVAL_RESULTS = next((LM_EVAL_FIXTURES / "gru-plugin__fixture").glob("results_*"))
+"""lm-eval 0.4.8's own results file for wmdp_cyber and mmlu (see make_results.py)."""
+LM_EVAL_0_4_11_RESULTS = next(
+    (LM_EVAL_FIXTURES / "lm-eval-0.4.11/gru-plugin__fixture").glob("results_*")
+)
+"""The same evaluation's file from lm-eval 0.4.11, the host's pin after 0.4.8 (see
+make_results_0_4_11.py)."""
 
 NPO = [
     {"forget_quality": 1e-6, "model_utility": 0.40, "privleak": -50.0},
@@ -188,7 +194,10 @@ def test_report_without_summaries_says_what_is_missing(tmp_path: Path) -> None:
     assert f"no {files} under {tmp_path}." in message
     for command in ("eval/tofu/default", "eval/muse/default", "eval/wmdp/default"):
         assert f"experiment={command}" in message
-    assert "lm_eval --output_path writes its own results_<date>.json" in message
+    assert (
+        "lm_eval --output_path writes its own results_<date>.json (<name>_<date>.json "
+        "for a <name>.json path), read as well."
+    ) in message
 
 
 @pytest.mark.skipif(
@@ -389,6 +398,81 @@ def test_lm_eval_results_file_reads_as_the_hosts_summary() -> None:
         "wmdp_cyber/acc_stderr": 0.25,
     }
     assert lm_eval_summary({"method": "not lm-eval's"}) is None
+
+
+@pytest.mark.parametrize(
+    "results_file", [LM_EVAL_RESULTS, LM_EVAL_0_4_11_RESULTS], ids=["0.4.8", "0.4.11"]
+)
+def test_lm_eval_versions_read_into_the_same_keys(results_file: Path) -> None:
+    """0.4.11 changed the file around the results (``lm_eval_version`` added,
+    ``start_time``/``end_time`` gone, fuller ``configs``), not ``results``,
+    ``groups`` or ``group_subtasks``: both read as the host's summary."""
+    results = json.loads(results_file.read_text())
+    assert lm_eval_summary(results) == pytest.approx(
+        {
+            "mmlu/acc": 0.2412281,
+            "mmlu/acc_stderr": 0.0280839,
+            "wmdp_cyber/acc": 0.25,
+            "wmdp_cyber/acc_stderr": 0.25,
+        }
+    )
+
+
+def test_lm_eval_fixtures_come_from_their_versions() -> None:
+    """The two fixtures come from the lm-eval versions they are named after."""
+    new = json.loads(LM_EVAL_0_4_11_RESULTS.read_text())
+    old = json.loads(LM_EVAL_RESULTS.read_text())
+    assert new["lm_eval_version"] == "0.4.11" and "lm_eval_version" not in old
+    assert "start_time" in old and "start_time" not in new
+    assert new["model_name_sanitized"] == old["model_name_sanitized"]
+
+
+def test_lm_eval_layouts_of_both_versions_make_the_same_rows(
+    tmp_path: Path, capsys
+) -> None:
+    """Where each version's ``--output_path`` puts the file, as their
+    EvaluationTracker.save_results_aggregated does: ``DIR/<model>/results_<date>``
+    (both; with no model name 0.4.8 leaves out the model folder, 0.4.11 names it at
+    random), and for ``DIR/lm_eval.json`` 0.4.8's folder
+    ``DIR/lm_eval.json/<model>/results_<date>``, 0.4.11's ``DIR/lm_eval_<date>``
+    (beside an older one). Each run reads as its ``DIR``, into the same columns."""
+    root = tmp_path / "lm_eval"
+    date = "2026-12-05T01-23-28.247402"
+    placed = {
+        f"v0.4.8/dir/gru-plugin__fixture/results_{date}.json": LM_EVAL_RESULTS,
+        f"v0.4.8/file/lm_eval.json/gru-plugin__fixture/results_{date}.json": (
+            LM_EVAL_RESULTS
+        ),
+        f"v0.4.11/dir/gru-plugin__fixture/results_{date}.json": LM_EVAL_0_4_11_RESULTS,
+        f"v0.4.11/file/lm_eval_{date}.json": LM_EVAL_0_4_11_RESULTS,
+        f"v0.4.11/unnamed/k3x9q2ab/results_{date}.json": LM_EVAL_0_4_11_RESULTS,
+    }
+    for where, fixture in placed.items():
+        (root / where).parent.mkdir(parents=True)
+        shutil.copy(fixture, root / where)
+    unnamed = root / f"v0.4.11/unnamed/k3x9q2ab/results_{date}.json"
+    results = json.loads(unnamed.read_text())
+    results["model_name"] = results["model_name_sanitized"] = "k3x9q2ab"
+    write_json(unnamed, results)
+    older = json.loads(LM_EVAL_0_4_11_RESULTS.read_text())
+    older["groups"]["mmlu"]["acc,none"] = 0.9
+    write_json(root / "v0.4.11/file/lm_eval_2000-01-01T00-00-00.json", older)
+    out = tmp_path / "report"
+    gru_plugin(["report", str(root), "--out", str(out)])
+    lines = [
+        "| method | seeds | mmlu/acc | wmdp_cyber/acc |",
+        "|---|---|---|---|",
+        "| v0.4.11/dir | 1 | 0.24 | 0.25 |",
+        "| v0.4.11/file | 1 | 0.24 | 0.25 |",
+        "| v0.4.11/unnamed | 1 | 0.24 | 0.25 |",
+        "| v0.4.8/dir | 1 | 0.24 | 0.25 |",
+        "| v0.4.8/file | 1 | 0.24 | 0.25 |",
+    ]
+    assert "\n".join(lines) + "\n" in capsys.readouterr().out
+    with (out / "lm_eval.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["mmlu/acc_mean"] for row in rows} == {"0.2412280701754386"}
+    assert {row["wmdp_cyber/acc_mean"] for row in rows} == {"0.25"}
 
 
 @pytest.fixture

@@ -1,8 +1,10 @@
 """Running the real open-unlearning host on a tiny model, offline, on CPU.
 
-The host comes from ``OPEN_UNLEARNING_ROOT`` (default ``~/open-unlearning``) and
-TOFU from ``GRU_TOFU_DATA`` (default ``../shared/data/tofu`` beside the repo).
-When either is missing every test here is skipped with that reason.
+Three host versions are supported, each a checkout found by its own variable
+(``HOST_VERSIONS``); ``GRU_HOST`` names the one these tests run against (default
+``main``). TOFU comes from ``GRU_TOFU_DATA`` (default ``../shared/data/tofu`` beside
+the repo). When the host or the data is missing every test here is skipped with
+that reason.
 """
 
 from __future__ import annotations
@@ -20,9 +22,86 @@ import torch
 from gru_plugin.cli import CPU_OVERRIDES
 
 REPO = Path(__file__).resolve().parents[1]
-HOST = Path(os.environ.get("OPEN_UNLEARNING_ROOT", "~/open-unlearning")).expanduser()
 TOFU = Path(os.environ.get("GRU_TOFU_DATA", REPO.parent / "shared" / "data" / "tofu"))
 
+
+@dataclass(frozen=True)
+class HostVersion:
+    """One open-unlearning version CI tests: its checkout, and the venv that
+    ``bash .ci/install <install_env>`` makes for it."""
+
+    name: str
+    what: str
+    root_variable: str
+    root_default: str
+    install_env: str
+    venv_default: str
+
+    @property
+    def root(self) -> Path:
+        return Path(os.environ.get(self.root_variable, self.root_default)).expanduser()
+
+    @property
+    def venv(self) -> Path:
+        variable = f"GRU_{self.install_env.upper().replace('-', '_')}_VENV"
+        return Path(os.environ.get(variable, REPO / self.venv_default))
+
+    @property
+    def gru_unlearn(self) -> str:
+        return str(self.venv / "bin" / "gru-unlearn")
+
+    def missing_reason(self) -> str | None:
+        """Why this host cannot run here (None: it can)."""
+        if not (self.root / "src" / "train.py").is_file():
+            return (
+                f"open-unlearning {self.what} not found at {self.root}: set "
+                f"{self.root_variable} to a checkout of it"
+            )
+        return None
+
+
+HOST_VERSIONS = {
+    host.name: host
+    for host in (
+        HostVersion(
+            "main",
+            "main (4ad738a, transformers 4.51.3)",
+            "OPEN_UNLEARNING_ROOT",
+            "~/open-unlearning",
+            "host-main",
+            ".venv",
+        ),
+        HostVersion(
+            "pr191",
+            "pull request #191 (c3301d8, transformers 5.5.4)",
+            "OPEN_UNLEARNING_PR191_ROOT",
+            "~/open-unlearning-pr191",
+            "host-pr191",
+            ".venv-host-pr191",
+        ),
+        HostVersion(
+            "oldest",
+            "d3d7cf9 (the oldest supported, transformers 4.45.1)",
+            "OPEN_UNLEARNING_OLDEST_ROOT",
+            "~/open-unlearning-d3d7cf9",
+            "host-oldest",
+            ".venv-host-oldest",
+        ),
+    )
+}
+"""The host versions CI tests, by the name ``GRU_HOST`` takes."""
+
+
+def host_under_test() -> HostVersion:
+    name = os.environ.get("GRU_HOST", "main")
+    if name not in HOST_VERSIONS:
+        choices = ", ".join(HOST_VERSIONS)
+        raise pytest.UsageError(f"GRU_HOST={name!r}: choose one of {choices}")
+    return HOST_VERSIONS[name]
+
+
+UNDER_TEST = host_under_test()
+HOST = UNDER_TEST.root
 
 DEFAULT_EXPERIMENT = ["experiment=unlearn/tofu/default", "holdout_split=holdout01"]
 # A short CPU run: forget01, 3 optimizer steps of 2 micro-batches.
@@ -60,11 +139,9 @@ def has_experiment(overrides) -> bool:
 
 
 def host_missing_reason() -> str | None:
-    if not (HOST / "src" / "train.py").is_file():
-        return (
-            f"open-unlearning host not found at {HOST}: set OPEN_UNLEARNING_ROOT "
-            "to a checkout of locuslab/open-unlearning"
-        )
+    reason = UNDER_TEST.missing_reason()
+    if reason:
+        return reason
     if not (TOFU / "forget01.json").is_file():
         return f"TOFU data not found at {TOFU}: set GRU_TOFU_DATA"
     return None
@@ -76,6 +153,7 @@ class Run:
 
     out: Path
     output: str = ""
+    failed: bool = False
 
     @property
     def log_history(self) -> list[dict]:

@@ -15,12 +15,23 @@ CASES = {
 }
 
 
+def fast_and_slow(case: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The case's runs on the fast path and with the extra reference pass."""
+    name = case.split("-")[0]
+    common = (f"trainer={name}", "+gru=default", *METHOD_OVERRIDES.get(name, []))
+    fast = (*common, *CASES[case])
+    return fast, (*fast, "gru.fast_path=false")
+
+
+HOST_RUNS = [run for case in CASES for run in fast_and_slow(case)]
+"""Every run of this module: they go through one host process."""
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_fast_path_equals_extra_pass(run_host, case):
     name = case.split("-")[0]
-    common = [f"trainer={name}", "+gru=default", *METHOD_OVERRIDES.get(name, [])]
-    fast = run_host(*common, *CASES[case])
-    slow = run_host(*common, *CASES[case], "gru.fast_path=false")
+    fast_run, slow_run = fast_and_slow(case)
+    fast, slow = run_host(*fast_run), run_host(*slow_run)
     assert len(fast.gru_logs) == len(slow.gru_logs) == 3
     assert_close_weights(fast, slow, 1e-5)
     for a, b in zip(fast.gru_logs, slow.gru_logs, strict=True):

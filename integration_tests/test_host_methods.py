@@ -42,65 +42,88 @@ def method(name: str) -> list[str]:
     return METHOD_OVERRIDES.get(name, [])
 
 
+def plus_gru(name: str, *settings: str) -> tuple[str, ...]:
+    return (f"trainer={name}", "+gru=default", *settings, *method(name))
+
+
+def base(name: str) -> tuple[str, ...]:
+    return (f"trainer={name}", *method(name))
+
+
+VARIANT = ("trainer=GradAscent_GRU",)
+DISABLED = ["GradAscent", "RMU"]
+NEVER_FIRING = [
+    ("GradAscent", "true"),
+    ("NPO", "false"),
+    ("NPO", "true"),
+    ("GradDiff", "true"),
+]
+
+
+def never_fires(name: str, fast_path: str) -> tuple[str, ...]:
+    """A strategy that never fires: cos-clip at c = 0 (dot < c·‖g‖‖r‖ never)."""
+    cosclip = ("gru.strategy=cosclip", "+gru.strategy_args.c=0.0")
+    return plus_gru(name, *cosclip, f"gru.fast_path={fast_path}")
+
+
+HOST_RUNS = [
+    *(plus_gru(name) for name in [*METHODS, *OTHERS]),
+    VARIANT,
+    *(base(name) for name in ["GradAscent", "RMU", "NPO", "GradDiff"]),
+    *(plus_gru(name, "gru.enabled=false") for name in DISABLED),
+    *(never_fires(name, fast_path) for name, fast_path in NEVER_FIRING),
+]
+"""Every run of this module: they go through one host process."""
+
+
 @pytest.mark.parametrize("name", list(METHODS))
 def test_plus_gru(run_host, name):
-    assert_gru_run(run_host(f"trainer={name}", "+gru=default", *method(name)))
+    assert_gru_run(run_host(*plus_gru(name)))
 
 
-@pytest.mark.parametrize("name", list(METHODS))
-def test_gru_variant_config(run_host, name):
-    assert_gru_run(run_host(f"trainer={name}_GRU", *method(name)))
+def test_gru_variant_config_is_plus_gru(run_host):
+    """``trainer=<M>_GRU`` is ``trainer=<M> +gru=default``: the same run, bit for
+    bit. That each variant config composes so is checked in test_compose."""
+    variant = run_host(*VARIANT)
+    plus = run_host(*plus_gru("GradAscent"))
+    assert_gru_run(variant)
+    assert variant.gru_logs == plus.gru_logs
+    assert_same_weights(variant, plus)
 
 
 @pytest.mark.parametrize("name", OTHERS)
 def test_other_registered_methods(run_host, name):
-    assert_gru_run(run_host(f"trainer={name}", "+gru=default", *method(name)))
+    assert_gru_run(run_host(*plus_gru(name)))
 
 
-@pytest.mark.parametrize("name", ["GradAscent", "RMU"])
+@pytest.mark.parametrize("name", DISABLED)
 def test_disabled_equals_base(run_host, name):
-    base = run_host(f"trainer={name}", *method(name))
-    disabled = run_host(
-        f"trainer={name}", "+gru=default", "gru.enabled=false", *method(name)
-    )
+    disabled = run_host(*plus_gru(name, "gru.enabled=false"))
     assert disabled.gru_logs == []
-    assert_same_weights(base, disabled)
+    assert_same_weights(run_host(*base(name)), disabled)
 
 
-@pytest.mark.parametrize(
-    ("name", "fast_path"),
-    [("GradAscent", "true"), ("NPO", "false"), ("NPO", "true"), ("GradDiff", "true")],
-)
-def test_never_firing_equals_base_and_firing_differs(run_host, name, fast_path):
+@pytest.mark.parametrize(("name", "fast_path"), NEVER_FIRING)
+def test_never_firing_equals_base(run_host, name, fast_path):
     """A strategy that never fires still runs the reference passes: no effect.
 
     Bit for bit where g is built by the method's own backward alone; on the fast
     path the method's retain gradient is added to g after a separate backward, so
     float addition order differs from the base run's single backward (≤ 1e-6).
     """
-    base = run_host(f"trainer={name}", *method(name))
-    never = run_host(
-        f"trainer={name}",
-        "+gru=default",
-        "gru.strategy=cosclip",
-        "+gru.strategy_args.c=0.0",
-        f"gru.fast_path={fast_path}",
-        *method(name),
-    )
+    never = run_host(*never_fires(name, fast_path))
     assert len(never.gru_logs) == STEPS
     assert not any(entry["gru/fired"] for entry in never.gru_logs)
     if name == "GradAscent" or fast_path == "false":
-        assert_same_weights(base, never)
+        assert_same_weights(run_host(*base(name)), never)
     else:
-        assert_close_weights(never, base, 1e-6)
-
-    on = run_host(f"trainer={name}", "+gru=default", *method(name))
-    if any(entry["gru/fired"] for entry in on.gru_logs):
-        wb, wo = base.weights(), on.weights()
-        assert any(not torch.equal(wb[k], wo[k]) for k in wb)
+        assert_close_weights(never, run_host(*base(name)), 1e-6)
 
 
-def test_gradient_ascent_fires(run_host):
-    """GA's gradient opposes the retain gradient on a fresh model: GRU must act."""
-    logs = run_host("trainer=GradAscent", "+gru=default").gru_logs
-    assert any(entry["gru/fired"] for entry in logs)
+def test_gradient_ascent_fires_and_moves_the_weights(run_host):
+    """GA's gradient opposes the retain gradient on a fresh model: GRU must act,
+    and what it does must reach the weights."""
+    on = run_host(*plus_gru("GradAscent"))
+    assert any(entry["gru/fired"] for entry in on.gru_logs)
+    wb, wo = run_host(*base("GradAscent")).weights(), on.weights()
+    assert any(not torch.equal(wb[k], wo[k]) for k in wb)

@@ -59,9 +59,23 @@ ENGINES = {
 """The engines a run can ask for, by name: this worker's options for each."""
 
 
+ACCELERATE_1_13_NO_DEEPSPEED_ON_CPU = (
+    "accelerate >= 1.13 runs DeepSpeed on no CPU rank: it distributes a GPU-less "
+    "rank only with cpu=True (accelerate/state.py:805, PartialState._prepare_backend)"
+    " and turns DeepSpeed on only without it (state.py:975, AcceleratorState."
+    "__init__); accelerate 1.12 is the newest that runs it"
+)
+
+
 def why_not(engine: str, device: str = "cpu") -> str | None:
     """Why this environment cannot run ``engine`` on 2 ranks (None: it can)."""
     flags = ENGINES[engine]
+    if device == "cpu" and "--zero-stage" in " ".join(flags):
+        import accelerate
+        from packaging.version import Version
+
+        if Version(accelerate.__version__) >= Version("1.13"):
+            return ACCELERATE_1_13_NO_DEEPSPEED_ON_CPU
     if "--offload" in flags:
         import deepspeed
         from deepspeed.runtime.zero.stage3 import DeepSpeedZeroOptimizer_Stage3
@@ -205,6 +219,10 @@ def train(options: argparse.Namespace) -> None:
         gru_settings=settings,
     )
     trainer.seen = []
+    # The toy's compute_loss ignores num_items_in_batch: say so, as transformers
+    # 4.46-4.5x would otherwise leave its loss undivided by the accumulation steps
+    # (for base runs alike), and 1 rank accumulating would step GAS times larger.
+    trainer.model_accepts_loss_kwargs = False
     trainer.train(resume_from_checkpoint=options.resume_from)
     rank = trainer.args.process_index
     held = trainer._gru_retain_part  # gru.project=forget's retain term of g

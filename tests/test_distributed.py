@@ -18,6 +18,8 @@ from accelerate.utils import DistributedType
 from ddp_worker import ENGINES, launch, max_weight_difference, why_not
 from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer
 
+from gru_plugin.engines.zero import offload_is_reworked
+
 DEVICE = os.environ.get("GRU_TEST_DEVICE", "cpu")
 PATHS = [
     ("GradDiff", True, "all", (2, 1)),  # the method's retain backward reused
@@ -134,7 +136,8 @@ def test_a_deepspeed_engine_without_zero_is_refused():
 
 
 @pytest.mark.skipif(
-    not why_not("ZeRO-2-offload"), reason="this DeepSpeed's offload is mapped"
+    not offload_is_reworked(DeepSpeedZeroOptimizer),
+    reason="this DeepSpeed's offload is mapped",
 )
 @pytest.mark.parametrize("stage", ["1/2", "3"])
 def test_offload_on_a_reworked_deepspeed_is_refused(stage):

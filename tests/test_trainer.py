@@ -144,6 +144,19 @@ def grads_of(model, loss) -> torch.Tensor:
     return torch.cat([g.reshape(-1).double() for g in grads])
 
 
+def trainer_loss_divisor(trainer, gas: int, window: int) -> int:
+    """What the Trainer divides each micro-batch's loss by, by its own rule: the
+    window's real length on transformers 5; ``gradient_accumulation_steps`` on
+    4.45; nothing on 4.46-4.5x when the model takes loss kwargs (Llama does), which
+    leaves a custom ``compute_loss`` undivided (docs/host-versions.md). GRU's
+    decisions do not depend on g's scale; clipping and the step size do."""
+    if hasattr(trainer, "current_gradient_accumulation_steps"):
+        return window
+    if getattr(trainer, "compute_loss_func", ...) is None:  # 4.46-4.5x
+        return 1 if trainer.model_accepts_loss_kwargs else gas
+    return gas
+
+
 def expected_steps(
     trainer, gas, gamma, loss_of=GradientAscent.loss_of, held_term_of=None
 ):
@@ -157,13 +170,7 @@ def expected_steps(
     out = []
     for step in sorted(by_step):
         batches = by_step[step]
-        # What the Trainer divides each loss by: the window's real length on
-        # transformers 5, gradient_accumulation_steps before.
-        n = (
-            len(batches)
-            if hasattr(trainer, "current_gradient_accumulation_steps")
-            else gas
-        )
+        n = trainer_loss_divisor(trainer, gas, len(batches))
         g = sum(grads_of(model, loss_of(model, b)) / n for b in batches)
         held = 0
         if held_term_of is not None:

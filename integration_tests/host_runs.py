@@ -169,17 +169,6 @@ class Run:
         return load_file(self.out / "model.safetensors")
 
 
-def two_rank_gru_logs(run: Run, batch: int = 4) -> list[dict]:
-    """``run.gru_logs``, checked to be those of ``CPU_RUN`` on 2 ranks with
-    ``batch`` rows a micro-batch: forget01 has 40 rows, 2 ranks x ``batch`` rows x 2
-    micro-batches are used per step, so each of the 3 steps is 0.1·``batch`` epoch
-    (one process would take half that)."""
-    logs = run.gru_logs
-    assert len(logs) == 3
-    assert logs[0]["epoch"] == pytest.approx(0.1 * batch)
-    return logs
-
-
 def assert_same_weights(a: Run, b: Run) -> None:
     wa, wb = a.weights(), b.weights()
     assert wa.keys() == wb.keys()

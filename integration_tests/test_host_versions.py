@@ -73,7 +73,7 @@ def other_hosts_missing_reason() -> str | None:
 # loss undivided by the accumulation steps, so g is GAS times the other hosts' and
 # clipping at 1.0 scales the steps differently from step 2 on (base runs too).
 # GRU's decisions do not depend on g's scale (docs/host-versions.md).
-NO_CLIPPING = "trainer.args.max_grad_norm=0"
+NO_CLIPPING = "+trainer.args.max_grad_norm=0"
 
 
 @pytest.mark.parametrize("method", ["GradDiff", "GradAscent"])

@@ -53,7 +53,8 @@ class HostRunner:
     def __init__(self, model: Path, root: Path):
         self.model, self.root = model, root
         self.cache: dict[tuple[str, ...], Run] = {}
-        self.count = 0
+        self.count = 0  # runs
+        self.processes = 0  # the launchers and workers they took
 
     def command_options(
         self, overrides: Sequence[str], host: Path
@@ -97,6 +98,7 @@ class HostRunner:
 
     def run_alone(self, overrides, launcher, host, executable) -> Run:
         out, options = self.command_options(overrides, host)
+        self.processes += 1
         command = [sys.executable, str(launcher)] if launcher else [executable]
         done = run_processes(
             command + options, cwd=self.root, env=self.env(), timeout=600
@@ -115,6 +117,7 @@ class HostRunner:
         plan_file = self.root / f"plan{self.count}.json"
         plan_file.write_text(json.dumps(plan))
         worker = Path(__file__).with_name("host_worker.py")
+        self.processes += 1
         done = run_processes(
             [sys.executable, str(worker), str(plan_file)],
             cwd=self.root,
@@ -134,9 +137,21 @@ class HostRunner:
         return {**os.environ, **OFFLINE_ENV}
 
 
+RUNNERS: list[HostRunner] = []
+
+
 @pytest.fixture(scope="session")
 def host_runner(tiny_model, tmp_path_factory) -> HostRunner:
-    return HostRunner(tiny_model, tmp_path_factory.mktemp("runs"))
+    RUNNERS.append(HostRunner(tiny_model, tmp_path_factory.mktemp("runs")))
+    return RUNNERS[-1]
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """How many host runs the session made, and in how many launches."""
+    for runner in RUNNERS:
+        terminalreporter.write_line(
+            f"run_host: {runner.count} host runs in {runner.processes} launches"
+        )
 
 
 @pytest.fixture

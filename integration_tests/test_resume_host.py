@@ -22,16 +22,27 @@ CHECKPOINTING = [
 ]
 
 
-@pytest.mark.parametrize("method", ["GradDiff", "RMU"])
-def test_resume_restores_the_reference_ema(run_host, monkeypatch, tmp_path, method):
-    # transformers 4.45 reads its rng_state.pth with torch>=2.6's weights-only load.
-    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
-    common = [
+METHODS = ["GradDiff", "RMU"]
+
+
+def checkpointed(method: str) -> tuple[str, ...]:
+    return (
         f"trainer={method}",
         "+gru=default",
         *METHOD_OVERRIDES.get(method, []),
         *CHECKPOINTING,
-    ]
+    )
+
+
+HOST_RUNS = [checkpointed(method) for method in METHODS]
+"""The uninterrupted runs: they go through one host process."""
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_resume_restores_the_reference_ema(run_host, monkeypatch, tmp_path, method):
+    # transformers 4.45 reads its rng_state.pth with torch>=2.6's weights-only load.
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    common = checkpointed(method)
     full = run_host(*common)
     checkpoint = full.out / "checkpoint-2"
     assert (checkpoint / STATE_FILE).is_file()
@@ -39,8 +50,12 @@ def test_resume_restores_the_reference_ema(run_host, monkeypatch, tmp_path, meth
     shutil.copytree(checkpoint, bare)
     (bare / STATE_FILE).unlink()
 
-    resumed = run_host(*common, f"+trainer.args.resume_from_checkpoint={checkpoint}")
-    restarted = run_host(*common, f"+trainer.args.resume_from_checkpoint={bare}")
+    # Both resumed runs in one host process.
+    bare_run = (*common, f"+trainer.args.resume_from_checkpoint={bare}")
+    resumed = run_host(
+        *common, f"+trainer.args.resume_from_checkpoint={checkpoint}", batch=[bare_run]
+    )
+    restarted = run_host(*bare_run)
     # The resumed state's log history starts with the checkpoint's steps 1-2.
     assert [e["step"] for e in resumed.gru_logs] == [1, 2, 3]
     step3, step3_bare = resumed.gru_logs[-1], restarted.gru_logs[-1]

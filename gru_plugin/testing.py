@@ -31,14 +31,32 @@ def _deepspeed_shm_buffers() -> set[Path]:
     return set(Path("/dev/shm").glob("deepspeed_allreduce_buffer*"))
 
 
+def _mapped_files() -> set[str]:
+    """The files some live process has mapped (what /proc/*/maps name)."""
+    mapped = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            lines = maps.read_text().splitlines()
+        except OSError:  # the process has gone, or is not ours to read
+            continue
+        mapped.update(
+            line.split(maxsplit=5)[-1] for line in lines if "/dev/shm/" in line
+        )
+    return mapped
+
+
 @contextmanager
 def deepspeed_shm_cleanup() -> Iterator[None]:
     """Unlink the /dev/shm buffers that DeepSpeed's CPU all-reduce creates inside
     the block: it never unlinks them (0.15: ~135 MB each), and /dev/shm fills up.
-    Buffers that existed before are left alone (another run may own them)."""
+    Buffers that existed before are left alone, and so is any that a live process
+    still maps: another run's, which its other ranks may yet open by name (they
+    wait for it to appear)."""
     before = _deepspeed_shm_buffers()
     try:
         yield
     finally:
+        in_use = _mapped_files()
         for buffer in _deepspeed_shm_buffers() - before:
-            buffer.unlink(missing_ok=True)
+            if str(buffer) not in in_use:
+                buffer.unlink(missing_ok=True)

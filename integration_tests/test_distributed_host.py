@@ -76,9 +76,14 @@ if overlay:  # an accelerate that still runs DeepSpeed on CPU ranks, for every r
     sys.path.insert(0, overlay)
     path = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = os.pathsep.join([overlay, path])
+import socket
 from accelerate.commands.accelerate_cli import main
 
-launch = ["accelerate", "launch", "--config_file", {config!r}, {rank!r}]
+with socket.socket() as free:  # not accelerate's fixed default: another job may run
+    free.bind(("127.0.0.1", 0))
+    port = str(free.getsockname()[1])
+launch = ["accelerate", "launch", "--main_process_port", port]
+launch += ["--config_file", {config!r}, {rank!r}]
 sys.argv = [*launch, *sys.argv[1:]]
 main()
 """

@@ -6,6 +6,7 @@ and the benchmarks are separate trees that share no module but this package.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -60,3 +61,16 @@ def deepspeed_shm_cleanup() -> Iterator[None]:
         for buffer in _deepspeed_shm_buffers() - before:
             if str(buffer) not in in_use:
                 buffer.unlink(missing_ok=True)
+
+
+def forget_engine_state() -> None:
+    """Let the next run of this process pick its own engine: accelerate keeps the
+    first run's in process-wide state and environment variables, transformers its
+    DeepSpeed config."""
+    from accelerate.state import AcceleratorState
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    unset_hf_deepspeed_config()
+    for name in ("ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP"):
+        os.environ.pop(name, None)

@@ -35,7 +35,6 @@ class HostVersion:
     root_variable: str
     root_default: str
     install_env: str
-    venv_default: str
 
     @property
     def root(self) -> Path:
@@ -43,8 +42,12 @@ class HostVersion:
 
     @property
     def venv(self) -> Path:
+        """``GRU_<ENV>_VENV``, or where ``.ci/install <env>`` puts it by default."""
         variable = f"GRU_{self.install_env.upper().replace('-', '_')}_VENV"
-        return Path(os.environ.get(variable, REPO / self.venv_default))
+        default = (
+            ".venv" if self.install_env == "host-main" else f".venv-{self.install_env}"
+        )
+        return Path(os.environ.get(variable, REPO / default))
 
     @property
     def gru_unlearn(self) -> str:
@@ -69,7 +72,6 @@ HOST_VERSIONS = {
             "OPEN_UNLEARNING_ROOT",
             "~/open-unlearning",
             "host-main",
-            ".venv",
         ),
         HostVersion(
             "pr191",
@@ -77,7 +79,6 @@ HOST_VERSIONS = {
             "OPEN_UNLEARNING_PR191_ROOT",
             "~/open-unlearning-pr191",
             "host-pr191",
-            ".venv-host-pr191",
         ),
         HostVersion(
             "oldest",
@@ -85,7 +86,6 @@ HOST_VERSIONS = {
             "OPEN_UNLEARNING_OLDEST_ROOT",
             "~/open-unlearning-d3d7cf9",
             "host-oldest",
-            ".venv-host-oldest",
         ),
     )
 }

@@ -10,9 +10,8 @@ tiny-model run, so the runs of a test module share one process (as
 console script's own code, Hydra's ``main`` included, and seeds itself as the host
 does; process-wide state that outlives a run (accelerate's, transformers'
 DeepSpeed config) is reset between runs. Each run's stdout and stderr, at the file
-descriptor level, go to its log; a run that fails writes its traceback there and
-``<log>.failed`` beside it (one that succeeds, ``<log>.ok``), and the next run
-goes on.
+descriptor level, go to its log; a run that succeeds leaves ``<log>.ok`` beside
+it, one that fails its traceback in the log, and the next run goes on.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from gru_plugin.cli import gru_unlearn
+from gru_plugin.testing import forget_engine_state
 
 
 @contextmanager
@@ -48,13 +48,11 @@ def output_to(log: Path):
 
 
 def forget_process_state() -> None:
-    """What a run leaves behind that the next would otherwise inherit."""
-    from accelerate.state import AcceleratorState
+    """What a run leaves behind that the next would otherwise inherit: the
+    engine's state (as between ``tests/ddp_worker.py``'s runs) and Hydra's."""
     from hydra.core.global_hydra import GlobalHydra
-    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-    AcceleratorState._reset_state(reset_partial_state=True)
-    unset_hf_deepspeed_config()
+    forget_engine_state()
     GlobalHydra.instance().clear()
 
 
@@ -65,10 +63,9 @@ def main() -> None:
         with output_to(log):
             try:
                 gru_unlearn(run["argv"])
-                Path(run["log"]).with_suffix(".ok").touch()
+                log.with_suffix(".ok").touch()
             except BaseException:  # SystemExit too: Hydra exits on a failed run
                 traceback.print_exc()
-                log.with_suffix(".failed").touch()
         sys.argv = [argv0]
         forget_process_state()
 

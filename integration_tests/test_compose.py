@@ -43,9 +43,8 @@ def composed_on_main_already() -> str | None:
     )
 
 
-matrix = pytest.mark.skipif(
-    composed_on_main_already() is not None, reason=str(composed_on_main_already())
-)
+ON_MAIN_ALREADY = composed_on_main_already()
+matrix = pytest.mark.skipif(ON_MAIN_ALREADY is not None, reason=str(ON_MAIN_ALREADY))
 
 
 @pytest.fixture(scope="module")

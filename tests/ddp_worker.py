@@ -45,7 +45,11 @@ from test_trainer import (
 
 from gru_plugin.engines.zero import is_offloaded
 from gru_plugin.settings import GRUSettings
-from gru_plugin.testing import deepspeed_shm_cleanup, run_processes
+from gru_plugin.testing import (
+    deepspeed_shm_cleanup,
+    forget_engine_state,
+    run_processes,
+)
 from gru_plugin.trainer import gru_trainer_class
 
 BASES = {"GradAscent": GradientAscent, "GradDiff": GradDiff}
@@ -250,19 +254,6 @@ def train(options: argparse.Namespace) -> None:
         }
     if rank == 0:
         torch.save(weights, options.out / "weights.pt")
-
-
-def forget_engine_state() -> None:
-    """Let the next run of this process pick its own engine: accelerate keeps the
-    first run's in process-wide state and environment variables, transformers its
-    DeepSpeed config."""
-    from accelerate.state import AcceleratorState
-    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    unset_hf_deepspeed_config()
-    for name in ("ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP"):
-        os.environ.pop(name, None)
 
 
 def deepspeed_config(stage: int, offload: bool) -> dict:
